@@ -1,0 +1,51 @@
+# Everything a newcomer needs: `make run` to serve, `make test` to check. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev demo-model run dev test lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.runtime: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.runtime  ## create .venv with the runtime packages
+
+install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
+
+demo-model: install  ## build the random-weight demo model into MODELS_DIR/demo (if missing)
+	$(PY) -m backend.model.demo
+
+run: install  ## serve with gunicorn on HOST:PORT (builds the demo model first if it is the default)
+	$(PY) -m backend.model.demo --if-default
+	exec $(BIN)/gunicorn -c gunicorn.conf.py
+
+dev: install  ## Flask's development server (single process, for debugging only)
+	$(PY) -m backend.model.demo --if-default
+	$(PY) -m backend.main
+
+lint: install-dev  ## ruff: lint and formatting
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint  ## lint, then the whole test suite (CPU only; GPU tests skip themselves)
+	$(BIN)/pytest
+
+clean:  ## remove .venv and caches (models/ is kept)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
