@@ -1,0 +1,1 @@
+"""Domain layer: model folders, pipelines, device workers, image encoding. No Flask here."""

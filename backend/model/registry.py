@@ -1,0 +1,154 @@
+"""Which model a setting names, and whether its folder is one the server can load.
+
+Pure Python on purpose: a broken folder is reported within milliseconds of start-up, before
+torch is even imported, and nothing here can reach the network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from backend.config import FAMILY_DEFAULTS, ROOT, Family, ModelName, ModelSpec, resolve_path
+from backend.model.errors import ModelFolderError
+
+PIPELINE_FAMILIES: dict[str, Family] = {
+    "StableDiffusionPipeline": Family.SD,
+    "StableDiffusionXLPipeline": Family.SDXL,
+    "StableDiffusion3Pipeline": Family.SD3,
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Components that carry no weights; every other component folder with a config must have some.
+_WEIGHTLESS_MARKERS = ("Tokenizer", "Scheduler", "FeatureExtractor", "ImageProcessor")
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """What inspecting a model folder found: enough to load it without guessing."""
+
+    path: Path
+    pipeline_class: str
+    family: Family
+    variant: str | None  # "fp16" when only `*.fp16.safetensors` files are present
+
+
+def display_path(path: Path) -> str:
+    """A folder as operators know it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def resolve_model(value: str, models_dir: Path) -> ModelSpec:
+    """The spec `value` names: a catalogue name, a folder in `models_dir`, or a path."""
+    try:
+        return ModelName(value).spec(models_dir)
+    except ValueError:
+        pass
+    is_bare_name = "/" not in value and "\\" not in value and value not in (".", "..")
+    folder = models_dir / value if is_bare_name else resolve_path(value)
+    try:
+        # `/app/models/sd-turbo` is the catalogue's sd-turbo in another place: same defaults.
+        return replace(ModelName(folder.name).spec(models_dir), folder=folder)
+    except ValueError:
+        pass
+    family = _family_from_index(folder) or Family.SD
+    defaults = FAMILY_DEFAULTS[family]
+    native = _native_size(folder)
+    if native:
+        defaults = replace(defaults, width=native, height=native)
+    return ModelSpec(folder.name, folder, family, defaults)
+
+
+def inspect_folder(spec: ModelSpec) -> ModelFolder:
+    """Check that `spec.folder` is a loadable diffusers folder with safetensors weights."""
+    path, shown = spec.folder, display_path(spec.folder)
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ModelFolderError(f"Model folder '{shown}' {what}. {_how_to_get(spec)}")
+    index = _read_index(path)
+    if index is None:
+        raise ModelFolderError(
+            f"Model folder '{shown}' has no readable model_index.json, so it is not a diffusers "
+            f"model folder. {_how_to_get(spec)}"
+        )
+    pipeline_class = str(index.get("_class_name", ""))
+    family = PIPELINE_FAMILIES.get(pipeline_class)
+    if family is None:
+        supported = ", ".join(PIPELINE_FAMILIES)
+        raise ModelFolderError(
+            f"Model folder '{shown}' holds a '{pipeline_class or 'unknown'}' pipeline, which is "
+            f"not a text-to-image pipeline this server serves (supported: {supported})."
+        )
+    variant = _check_weights(path, index, shown)
+    return ModelFolder(path, pipeline_class, family, variant)
+
+
+def _how_to_get(spec: ModelSpec) -> str:
+    if spec.name == ModelName.DEMO.value:
+        return "Generate the demo model with `make demo-model`."
+    source = f" (for example from {spec.source})" if spec.source else ""
+    return (
+        "Put a diffusers model folder there, with model_index.json and *.safetensors weights"
+        f"{source}, or set DEFAULT_MODEL to a folder that has one."
+    )
+
+
+def _read_index(path: Path) -> dict | None:
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) else None
+
+
+def _family_from_index(path: Path) -> Family | None:
+    index = _read_index(path)
+    return PIPELINE_FAMILIES.get(str(index.get("_class_name"))) if index else None
+
+
+def _native_size(path: Path) -> int | None:
+    """The size a model was trained at: its denoiser's sample size times the VAE's scale."""
+    try:
+        vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
+        for denoiser in ("unet", "transformer"):
+            config_path = path / denoiser / "config.json"
+            if config_path.is_file():
+                sample_size = json.loads(config_path.read_text(encoding="utf-8"))["sample_size"]
+                return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _check_weights(path: Path, index: dict, shown: str) -> str | None:
+    """Every weight-bearing component must have safetensors; returns the variant to load."""
+    variant = None
+    for component, entry in index.items():
+        if component.startswith("_") or not isinstance(entry, list) or None in entry:
+            continue
+        folder = path / component
+        if not (folder / "config.json").is_file() or any(
+            marker in str(entry[-1]) for marker in _WEIGHTLESS_MARKERS
+        ):
+            continue
+        files = [f.name for f in folder.iterdir() if f.is_file()]
+        safetensors = [name for name in files if name.endswith(".safetensors")]
+        if not safetensors:
+            pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
+            if pickles:
+                raise ModelFolderError(
+                    f"Model folder '{shown}' has only pickle weights for '{component}' "
+                    f"({', '.join(sorted(pickles))}). This server loads safetensors only, because "
+                    "pickle files can run code when loaded: download the .safetensors files of "
+                    "the model instead."
+                )
+            raise ModelFolderError(
+                f"Model folder '{shown}' has no weights for '{component}': expected "
+                f"{component}/*.safetensors. The download looks incomplete."
+            )
+        if all(".fp16." in name for name in safetensors):
+            variant = "fp16"
+    return variant
