@@ -1,0 +1,20 @@
+"""Flask blueprints, one module per resource, and the one error handler."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from backend.model.engine import Engine
+
+
+def get_engine() -> Engine:
+    """The model layer of the running app."""
+    return current_app.extensions["engine"]
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach every resource's routes to `app`."""
+    from backend.controller import health, image
+
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(image.blueprint)

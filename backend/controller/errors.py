@@ -1,0 +1,87 @@
+"""The one place where failures become responses: always JSON, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from backend.model.errors import DeviceOutOfMemoryError, ModelLayerError, ModelNotReadyError
+from backend.view.errors import error_body
+
+log = logging.getLogger(__name__)
+
+# Model-layer failures a client can act on; any other ModelLayerError means "cannot serve now".
+_MODEL_ERROR_STATUS: dict[type[ModelLayerError], int] = {DeviceOutOfMemoryError: 507}
+
+
+def error_response(
+    status: int,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A JSON error response in the server's one error shape."""
+    response = jsonify(error_body(message, details))
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every exception a request can raise to one JSON response builder."""
+    app.register_error_handler(ValidationError, _invalid_input)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ModelLayerError, _model_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _invalid_input(error: ValidationError) -> Response:
+    messages = error.normalized_messages()
+    # One line per distinct problem: a rule broken by two fields (width x height) reads once.
+    fields_by_problem: dict[str, list[str]] = {}
+    for field, problem in messages.items():
+        fields_by_problem.setdefault(_flatten(problem), []).append(field)
+    summary = "; ".join(f"{', '.join(f)}: {p}" for p, f in fields_by_problem.items())
+    return error_response(400, f"Invalid request. {summary}", messages)
+
+
+def _flatten(problem: Any) -> str:
+    if isinstance(problem, list):
+        return " ".join(_flatten(item) for item in problem)
+    if isinstance(problem, dict):
+        return " ".join(f"{key}: {_flatten(value)}" for key, value in problem.items())
+    return str(problem)
+
+
+def _http_error(error: HTTPException) -> Response:
+    # Keep the protocol headers werkzeug computed (Allow on 405), not its HTML content type.
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    details = None
+    if getattr(error, "valid_methods", None):
+        details = {"allowed_methods": error.valid_methods}
+    message = error.description or error.name
+    if isinstance(error, RequestEntityTooLarge):
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"The request body is larger than the limit of {limit} bytes."
+    return error_response(error.code or 500, message, details, headers)
+
+
+def _model_error(error: ModelLayerError) -> Response:
+    headers = {}
+    if isinstance(error, ModelNotReadyError):
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    return error_response(_MODEL_ERROR_STATUS.get(type(error), 503), str(error), headers=headers)
+
+
+def _unexpected(error: Exception) -> Response:
+    request_id = g.get("request_id", "-")
+    log.exception("unexpected error in request %s", request_id)
+    return error_response(
+        500,
+        f"Internal server error. Quote request id {request_id} when reporting it.",
+        {"request_id": request_id},
+    )

@@ -1,0 +1,40 @@
+"""Reading request bodies, with a clear error for each way they can be wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or a 415/400 that says what is wrong with it."""
+    if not request.is_json:
+        got = request.mimetype or "none"
+        raise UnsupportedMediaType(f"Content-Type must be application/json (got {got}).")
+    limit = request.max_content_length
+    # A chunked body has no Content-Length to check up front, and werkzeug stops reading it at
+    # the limit without saying so: a body that fills the limit was cut short.
+    if limit is not None and len(request.get_data(cache=True)) >= limit:
+        raise RequestEntityTooLarge()
+    try:
+        body = request.get_json()
+    except BadRequest as error:
+        if error.code != 400:
+            raise
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"The request body must be a JSON object, not {_json_type(body)}.")
+    return body
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def wants_json() -> bool:
+    """True when the client prefers JSON to image bytes in its Accept header."""
+    best = request.accept_mimetypes.best_match(["image/png", "application/json"])
+    return best == "application/json"

@@ -1,0 +1,53 @@
+"""Entry point: `create_app()` for gunicorn (`backend.main:create_app()`), `python -m backend.main`
+for a development server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from backend.config import load_settings
+from backend.controller import register_blueprints
+from backend.controller.errors import register_error_handlers
+from backend.controller.request_id import init_request_ids
+from backend.model.engine import Engine
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app and start loading its model in the background.
+
+    `overrides` take precedence over the environment and `.env` (tests use them). Nothing heavy
+    happens here: torch and the model load on the device worker thread, so the first request
+    (a `/ping`) is answered at once.
+    """
+    settings = load_settings(overrides)
+    _configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False  # keep the documented field order
+    engine = Engine(settings)
+    app.extensions["engine"] = engine
+    init_request_ids(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    engine.start()
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    logging.getLogger("backend").setLevel(level.upper())
+
+
+def main() -> None:
+    """Development server; production runs gunicorn with gunicorn.conf.py."""
+    app = create_app()
+    settings = app.extensions["engine"].settings
+    app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Marshmallow schemas: what requests may contain and what responses look like."""
