@@ -1,0 +1,194 @@
+"""Shared fixtures: the demo model in a temp folder, apps on it, and real gunicorn servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+import backend  # noqa: F401  (hub offline before anything imports diffusers)
+from backend.config import ROOT
+from backend.main import create_app
+from backend.model.demo import save_demo_model
+
+LOAD_TIMEOUT = 120.0
+
+# Every limit pinned, so a developer's own environment or .env cannot change what tests see.
+LIMITS = {
+    "MAX_WIDTH": 2048,
+    "MAX_HEIGHT": 2048,
+    "MAX_PIXELS": 1536 * 1024,
+    "MAX_STEPS": 100,
+    "MAX_PROMPT_LENGTH": 2000,
+    "MAX_CONTENT_LENGTH": 65536,
+}
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MODELS_DIR holding a freshly generated demo model."""
+    folder = tmp_path_factory.mktemp("models")
+    save_demo_model(folder / "demo")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def base_settings(models_dir: Path) -> dict[str, object]:
+    """Overrides that make an app hermetic: the temp demo model, on the CPU."""
+    return {
+        "MODELS_DIR": str(models_dir),
+        "DEFAULT_MODEL": "demo",
+        "DEVICE": "cpu",
+        "TORCH_DTYPE": "auto",
+        "LOG_LEVEL": "info",
+        **LIMITS,
+    }
+
+
+@pytest.fixture
+def make_app(base_settings: dict[str, object]) -> Iterator[Callable[..., object]]:
+    """Factory: an app with extra overrides, already done loading (successfully or not)."""
+    engines = []
+
+    def factory(wait: bool = True, **overrides: object):
+        app = create_app({**base_settings, **overrides})
+        engine = app.extensions["engine"]
+        engines.append(engine)
+        if wait:
+            assert engine.wait_until_loaded(LOAD_TIMEOUT), "model did not finish loading"
+        return app
+
+    yield factory
+    for engine in engines:
+        engine.stop(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def app(base_settings: dict[str, object]) -> Iterator[object]:
+    """The demo-model app most tests share (it is stateless between requests)."""
+    application = create_app(base_settings)
+    engine = application.extensions["engine"]
+    assert engine.wait_until_loaded(LOAD_TIMEOUT)
+    assert engine.status().ready, engine.status().error
+    yield application
+    engine.stop(timeout=30)
+
+
+@pytest.fixture
+def client(app):
+    """A Flask test client on the shared app."""
+    return app.test_client()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A real server started as a subprocess, on a loopback port, with its log kept."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so stop() can signal make, gunicorn and its worker at once
+        )
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_ping(self, timeout: float = 60.0) -> None:
+        """Return as soon as the server answers /ping."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited early:\n{self.log()}"
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).text == "pong":
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"no pong within {timeout}s:\n{self.log()}")
+
+    def wait_until_healthy(self, timeout: float = LOAD_TIMEOUT) -> list[int]:
+        """Poll /health until 200; returns every status code seen on the way."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen.append(requests.get(f"{self.url}/health", timeout=5).status_code)
+            if seen[-1] == 200:
+                return seen
+            time.sleep(0.05)
+        raise AssertionError(f"not healthy within {timeout}s (saw {set(seen)}):\n{self.log()}")
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group, then make sure it is gone."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+def launch_server(
+    settings: dict[str, object],
+    log_path: Path,
+    command: list[str] | None = None,
+    **overrides: object,
+) -> ServerProcess:
+    """Start a real server (gunicorn with gunicorn.conf.py by default) on a free loopback port."""
+    env = {**os.environ, **{k: str(v) for k, v in settings.items()}}
+    env.update({"HOST": "127.0.0.1", "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
+    env.update({k: str(v) for k, v in overrides.items()})
+    command = command or [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    return ServerProcess(command, env, log_path)
+
+
+@pytest.fixture
+def start_server(
+    base_settings: dict[str, object], tmp_path: Path
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: `launch_server` with the test settings; every server is stopped afterwards."""
+    servers: list[ServerProcess] = []
+
+    def factory(command: list[str] | None = None, **overrides: object) -> ServerProcess:
+        log_path = tmp_path / f"server-{len(servers)}.log"
+        servers.append(launch_server(base_settings, log_path, command, **overrides))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def demo_copy(models_dir: Path, tmp_path: Path) -> Callable[[str], Path]:
+    """Factory: a private copy of the demo model folder, to break in a test."""
+
+    def factory(name: str = "broken") -> Path:
+        return Path(shutil.copytree(models_dir / "demo", tmp_path / "models" / name))
+
+    return factory
