@@ -212,6 +212,11 @@ class _SettingsSchema(Schema):
         return Settings(models_dir=resolve_path(data.pop("models_dir")), limits=limits, **data)
 
 
+def setting_names() -> list[str]:
+    """Every variable the settings read (each is documented in README.md and .env)."""
+    return [field.data_key or name for name, field in _SettingsSchema().fields.items()]
+
+
 def env_file() -> Path:
     """The `.env` file read for defaults (`ENV_FILE` may point elsewhere)."""
     return Path(os.environ.get("ENV_FILE", ROOT / ".env"))

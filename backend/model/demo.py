@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     if (folder / "model_index.json").is_file() and not args.force:
         print(f"demo model already at {display_path(folder)}")
         return 0
-    save_demo_model(folder)
+    try:
+        save_demo_model(folder)
+    except OSError as error:
+        print(f"cannot write the demo model to {display_path(folder)}: {error}", file=sys.stderr)
+        return 1
     print(f"demo model written to {display_path(folder)}")
     return 0
 

@@ -64,6 +64,8 @@ class DeviceWorker:
         self._pipeline: Any = None
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._load_ended = threading.Event()
+        # Held while checking the state and queueing, so no job can land behind stop()'s sentinel.
+        self._intake = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"device-{device}", daemon=True)
 
     @property
@@ -77,8 +79,10 @@ class DeviceWorker:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish queued jobs, then end the thread."""
-        self._jobs.put(None)
+        """Refuse new jobs, finish the queued ones, then end the thread."""
+        with self._intake:
+            self.state = WorkerState.STOPPED
+            self._jobs.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -88,12 +92,17 @@ class DeviceWorker:
 
     def submit(self, request: GenerationRequest) -> Job:
         """Queue a generation; its future resolves to the list of PIL images."""
-        if self.state is WorkerState.LOADING:
-            raise ModelNotReadyError(f"Model '{self.spec.name}' is still loading; retry shortly.")
-        if self.state is not WorkerState.READY:
-            raise ModelUnavailableError(self.error or f"Model '{self.spec.name}' is not available.")
-        job = Job(request)
-        self._jobs.put(job)
+        with self._intake:
+            if self.state is WorkerState.LOADING:
+                raise ModelNotReadyError(
+                    f"Model '{self.spec.name}' is still loading; retry shortly."
+                )
+            if self.state is not WorkerState.READY:
+                raise ModelUnavailableError(
+                    self.error or f"Model '{self.spec.name}' is not available."
+                )
+            job = Job(request)
+            self._jobs.put(job)
         return job
 
     def _run(self) -> None:
@@ -103,7 +112,6 @@ class DeviceWorker:
             self._load_ended.set()
         while (job := self._jobs.get()) is not None:
             self._serve(job)
-        self.state = WorkerState.STOPPED
 
     def _load(self) -> None:
         started = time.perf_counter()
@@ -135,12 +143,17 @@ class DeviceWorker:
         log.info(
             "model %s ready on %s in %.2fs", self.spec.name, self.device_name, self.load_seconds
         )
-        self.state = WorkerState.READY
+        self._set_state(WorkerState.READY)
 
     def _fail(self, message: str) -> None:
         log.error("model %s cannot serve: %s", self.spec.name, message)
         self.error = message
-        self.state = WorkerState.FAILED
+        self._set_state(WorkerState.FAILED)
+
+    def _set_state(self, state: WorkerState) -> None:
+        with self._intake:
+            if self.state is not WorkerState.STOPPED:  # stop() during loading wins
+                self.state = state
 
     def _serve(self, job: Job) -> None:
         if not job.future.set_running_or_notify_cancel():

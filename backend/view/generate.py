@@ -88,9 +88,7 @@ class GenerateRequestSchema(Schema):
 
     @validates("prompt", "negative_prompt")
     def _check_text(self, value: str | None, data_key: str) -> None:
-        if value is None:
-            if data_key == "prompt":
-                raise ValidationError("Field may not be null.")
+        if value is None:  # only negative_prompt may be null (prompt's field refuses it)
             return
         if data_key == "prompt" and not value.strip():
             raise ValidationError("Must not be empty.")
