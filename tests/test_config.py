@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import ROOT, ConfigError, Family, ModelName, load_settings
+from backend.config import ROOT, ConfigError, Family, ModelName, load_settings, setting_names
 from backend.model.registry import resolve_model
 
 
@@ -115,3 +115,13 @@ def test_docker_style_path_keeps_the_catalogue_defaults():
     assert spec.folder == Path("/app/models/sd-turbo")
     assert spec.name == "sd-turbo"
     assert spec.defaults.steps == 1
+
+
+def test_every_setting_is_documented_in_readme_and_env_file():
+    variables = setting_names()
+    assert "DEFAULT_MODEL" in variables
+    readme = (ROOT / "README.md").read_text()
+    env_text = (ROOT / ".env").read_text()
+    for variable in variables:
+        assert f"| `{variable}` |" in readme, f"{variable} missing from README's table"
+        assert f"\n{variable}=" in env_text, f"{variable} missing from .env"

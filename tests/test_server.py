@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,10 @@ def test_make_run_builds_the_missing_demo_and_serves_on_port_from_env(start_serv
     assert f"Listening at: http://127.0.0.1:{proc.port}" in proc.log()
     with io.StringIO(proc.log()) as log:
         assert not [line for line in log if "Traceback" in line]
+
+
+def test_development_server_serves_the_same_app(start_server):
+    proc = start_server([sys.executable, "-m", "backend.main"])
+    proc.wait_for_ping()
+    proc.wait_until_healthy()
+    assert png_size(generate_ok(proc.url)) == (256, 256)
