@@ -24,6 +24,10 @@ def server(base_settings, tmp_path_factory) -> Iterator[ServerProcess]:
     proc = launch_server(base_settings, tmp_path_factory.mktemp("gunicorn") / "server.log")
     try:
         proc.wait_for_ping()
+        # Asked straight after the first pong, while the worker still imports torch.
+        proc.generate_while_loading = requests.post(
+            f"{proc.url}/image/generate", json={"prompt": "too early"}, timeout=10
+        )
         proc.health_during_start = proc.wait_until_healthy()
         yield proc
     finally:
@@ -51,6 +55,13 @@ def test_health_is_503_while_loading_then_200(server):
     assert set(seen) == {503, 200}
     health = requests.get(f"{server.url}/health", timeout=5).json()
     assert health == {"status": "healthy", "model_loaded": True, "model": "demo", "device": "cpu"}
+
+
+def test_generate_while_loading_is_503_with_retry_after(server):
+    response = server.generate_while_loading
+    error = assert_json_error(response, 503)
+    assert "loading" in error["error"]
+    assert int(response.headers["Retry-After"]) > 0
 
 
 def test_ping_is_plain_text_pong(server):

@@ -9,13 +9,10 @@ from flask import Flask, Response, current_app, g, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from backend.model.errors import DeviceOutOfMemoryError, ModelLayerError, ModelNotReadyError
+from backend.model.errors import ModelLayerError, ModelNotReadyError
 from backend.view.errors import error_body
 
 log = logging.getLogger(__name__)
-
-# Model-layer failures a client can act on; any other ModelLayerError means "cannot serve now".
-_MODEL_ERROR_STATUS: dict[type[ModelLayerError], int] = {DeviceOutOfMemoryError: 507}
 
 
 def error_response(
@@ -71,10 +68,11 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _model_error(error: ModelLayerError) -> Response:
+    # Every model-layer error so far means "cannot serve this now": loading, or misconfigured.
     headers = {}
     if isinstance(error, ModelNotReadyError):
         headers["Retry-After"] = str(error.retry_after_seconds)
-    return error_response(_MODEL_ERROR_STATUS.get(type(error), 503), str(error), headers=headers)
+    return error_response(503, str(error), headers=headers)
 
 
 def _unexpected(error: Exception) -> Response:

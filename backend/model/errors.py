@@ -11,10 +11,6 @@ class ModelFolderError(ModelLayerError):
     """A model folder is missing, incomplete, not a supported pipeline, or not safetensors."""
 
 
-class ModelLoadError(ModelLayerError):
-    """Loading a model failed for another reason (details are in the server log)."""
-
-
 class DeviceError(ModelLayerError):
     """The configured device or dtype cannot be used on this machine."""
 
@@ -27,7 +23,3 @@ class ModelNotReadyError(ModelLayerError):
 
 class ModelUnavailableError(ModelLayerError):
     """The model failed to load and will not serve until the configuration is fixed."""
-
-
-class DeviceOutOfMemoryError(ModelLayerError):
-    """The device ran out of memory for this request; smaller requests may still succeed."""

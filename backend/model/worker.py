@@ -18,12 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from backend.config import ModelSpec
-from backend.model.errors import (
-    ModelLayerError,
-    ModelLoadError,
-    ModelNotReadyError,
-    ModelUnavailableError,
-)
+from backend.model.errors import ModelLayerError, ModelNotReadyError, ModelUnavailableError
 from backend.model.registry import display_path, inspect_folder
 from backend.model.types import GenerationRequest
 
@@ -130,13 +125,10 @@ class DeviceWorker:
             return
         except Exception as error:  # a corrupt file, a diffusers incompatibility, ...
             log.exception("loading model %s failed", self.spec.name)
+            # The exception text may hold internals; the client gets its type and where to look.
             self._fail(
-                str(
-                    ModelLoadError(
-                        f"Model '{self.spec.name}' in '{display_path(self.spec.folder)}' failed to "
-                        f"load ({type(error).__name__}); the server log has the details."
-                    )
-                )
+                f"Model '{self.spec.name}' in '{display_path(self.spec.folder)}' failed to load "
+                f"({type(error).__name__}); the server log has the details."
             )
             return
         self.load_seconds = time.perf_counter() - started
