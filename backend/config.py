@@ -128,6 +128,7 @@ class Limits:
     max_pixels: int
     max_steps: int
     max_prompt_length: int
+    max_images: int
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class Settings:
     device: str
     torch_dtype: str
     max_content_length: int
+    response_format: str
+    embed_metadata: bool
+    max_loaded_models: int
     limits: Limits
 
 
@@ -203,10 +207,27 @@ class _SettingsSchema(Schema):
     max_prompt_length = fields.Integer(
         data_key="MAX_PROMPT_LENGTH", load_default=2000, validate=validate.Range(1)
     )
+    max_images = fields.Integer(
+        data_key="MAX_IMAGES", load_default=4, validate=validate.Range(1, 100)
+    )
+    response_format = fields.String(
+        data_key="RESPONSE_FORMAT", load_default="png", validate=validate.OneOf(["png", "json"])
+    )
+    embed_metadata = fields.Boolean(data_key="EMBED_METADATA", load_default=True)
+    max_loaded_models = fields.Integer(
+        data_key="MAX_LOADED_MODELS", load_default=1, validate=validate.Range(1, 64)
+    )
 
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:
-        limit_names = ("max_width", "max_height", "max_pixels", "max_steps", "max_prompt_length")
+        limit_names = (
+            "max_width",
+            "max_height",
+            "max_pixels",
+            "max_steps",
+            "max_prompt_length",
+            "max_images",
+        )
         limits = Limits(**{name: data.pop(name) for name in limit_names})
         data["log_level"] = data["log_level"].lower()
         return Settings(models_dir=resolve_path(data.pop("models_dir")), limits=limits, **data)

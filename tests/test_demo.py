@@ -39,7 +39,7 @@ def test_build_is_deterministic_small_and_safetensors_only(tmp_path, models_dir)
 
 
 def test_tokenizer_is_clip_limited_to_77_tokens(app):
-    tokenizer = app.extensions["engine"].pipeline.tokenizer
+    tokenizer = app.extensions["engine"].pipeline().tokenizer
     assert tokenizer.model_max_length == TOKENIZER_MAX_LENGTH == 77
     ids = tokenizer("word " * 500, truncation=True, max_length=tokenizer.model_max_length).input_ids
     assert len(ids) == 77

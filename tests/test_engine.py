@@ -47,5 +47,7 @@ def test_result_reports_timings_and_parameters(app):
         "steps": 2,
         "guidance_scale": 5.0,
         "seed": 5,
+        "num_images": 1,
+        "scheduler": "euler",  # the demo's own scheduler, described by our name
         "model": "demo",
     }

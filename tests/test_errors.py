@@ -157,7 +157,7 @@ def test_unexpected_failure_is_500_with_request_id_and_the_server_recovers(
     def broken_forward(*args, **kwargs):
         raise RuntimeError("boom /secret/path")
 
-    monkeypatch.setattr(app.extensions["engine"].pipeline.unet, "forward", broken_forward)
+    monkeypatch.setattr(app.extensions["engine"].pipeline().unet, "forward", broken_forward)
     with caplog.at_level(logging.ERROR, logger="backend"):
         response = client.post(URL, json={"prompt": "x"}, headers={"X-Request-ID": "req-42"})
     error = assert_error_shape(response, 500)

@@ -36,6 +36,8 @@ def test_prompt_alone_gets_the_model_defaults(client):
         "steps": 4,
         "guidance_scale": 5.0,
         "seed": 0,
+        "num_images": 1,
+        "scheduler": "euler",
         "model": "demo",
     }
 

@@ -18,4 +18,5 @@ def test_health_when_loaded(client):
         "model_loaded": True,
         "model": "demo",
         "device": "cpu",
+        "loaded_models": ["demo"],
     }

@@ -116,13 +116,13 @@ def test_fp16_variant_only_folder_loads(make_app, demo_copy):
 
 def test_bfloat16_on_cpu(make_app):
     app = make_app(TORCH_DTYPE="bfloat16")
-    assert app.extensions["engine"].pipeline.unet.dtype == torch.bfloat16
+    assert app.extensions["engine"].pipeline().unet.dtype == torch.bfloat16
     response = app.test_client().post(URL, json={"prompt": "x", "steps": 1})
     assert response.status_code == 200
 
 
 def test_float32_on_cpu_by_default(app):
-    assert app.extensions["engine"].pipeline.unet.dtype == torch.float32
+    assert app.extensions["engine"].pipeline().unet.dtype == torch.float32
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -137,7 +137,7 @@ def test_cuda_requested_without_a_gpu(make_app, device):
 def test_auto_device_uses_the_gpu_in_float16(make_app):
     app = make_app(DEVICE="auto")
     assert app.test_client().get("/health").get_json()["device"] == "cuda:0"
-    assert app.extensions["engine"].pipeline.unet.dtype == torch.float16
+    assert app.extensions["engine"].pipeline().unet.dtype == torch.float16
     body = {"prompt": "x", "width": 512, "height": 512, "seed": 3}
     first = app.test_client().post(URL, json=body)
     assert first.status_code == 200 and png_size(first.data) == (512, 512)

@@ -54,7 +54,13 @@ def test_health_is_503_while_loading_then_200(server):
     assert seen[0] == 503 and seen[-1] == 200
     assert set(seen) == {503, 200}
     health = requests.get(f"{server.url}/health", timeout=5).json()
-    assert health == {"status": "healthy", "model_loaded": True, "model": "demo", "device": "cpu"}
+    assert health == {
+        "status": "healthy",
+        "model_loaded": True,
+        "model": "demo",
+        "device": "cpu",
+        "loaded_models": ["demo"],
+    }
 
 
 def test_generate_while_loading_is_503_with_retry_after(server):

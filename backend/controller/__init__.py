@@ -14,7 +14,7 @@ def get_engine() -> Engine:
 
 def register_blueprints(app: Flask) -> None:
     """Attach every resource's routes to `app`."""
-    from backend.controller import health, image
+    from backend.controller import health, image, models
 
-    app.register_blueprint(health.blueprint)
-    app.register_blueprint(image.blueprint)
+    for module in (health, image, models):
+        app.register_blueprint(module.blueprint)

@@ -9,7 +9,7 @@ from flask import Flask, Response, current_app, g, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from backend.model.errors import ModelLayerError, ModelNotReadyError
+from backend.model.errors import ModelLayerError, ModelNotFoundError, ModelNotReadyError
 from backend.view.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ def _http_error(error: HTTPException) -> Response:
 
 
 def _model_error(error: ModelLayerError) -> Response:
-    # Every model-layer error so far means "cannot serve this now": loading, or misconfigured.
+    if isinstance(error, ModelNotFoundError):
+        return error_response(404, str(error), {"available": error.available})
+    # Every other model-layer error means "cannot serve this now": loading, or misconfigured.
     headers = {}
     if isinstance(error, ModelNotReadyError):
         headers["Retry-After"] = str(error.retry_after_seconds)

@@ -1,41 +1,55 @@
-"""Image generation."""
+"""Image generation, under the three paths existing clients call."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
 from backend.controller import get_engine
-from backend.controller.request_body import json_object, wants_json
+from backend.controller.negotiation import wants_json
+from backend.controller.request_body import json_object
+from backend.model.images import zip_images
 from backend.model.types import GenerationResult
 from backend.view.generate import GenerateRequestSchema, dump_result
 
 blueprint = Blueprint("image", __name__)
 
+GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 
-@blueprint.post("/image/generate")
+
+@blueprint.post(GENERATE_PATHS[0])
+@blueprint.post(GENERATE_PATHS[1])
+@blueprint.post(GENERATE_PATHS[2])
 def generate() -> Response:
-    """Generate one image from a prompt: PNG bytes, or JSON when the client asks for it."""
+    """Generate images from a prompt: image bytes (a ZIP for several), or JSON."""
     engine = get_engine()
-    schema = GenerateRequestSchema(
-        limits=engine.settings.limits, defaults=engine.defaults, size_multiple=engine.size_multiple
-    )
-    result = engine.generate(schema.load(json_object()))
-    response = jsonify(dump_result(result)) if wants_json() else _image_response(result)
+    schema = GenerateRequestSchema(limits=engine.settings.limits, catalog=engine.catalog)
+    command = schema.load(json_object())
+    result = engine.generate(command.request, command.output)
+    media_type = result.images[0].media_type
+    if wants_json(command.response_format, media_type, engine.settings.response_format):
+        response = jsonify(dump_result(result))
+    else:
+        response = _file_response(result)
     response.headers.update(_result_headers(result))
     response.vary.add("Accept")
     return response
 
 
-def _image_response(result: GenerationResult) -> Response:
-    image = result.images[0]
-    response = Response(image.data, mimetype=image.media_type)
-    response.headers["Content-Disposition"] = f'inline; filename="{image.seed}.png"'
+def _file_response(result: GenerationResult) -> Response:
+    if len(result.images) == 1:
+        image = result.images[0]
+        data, media_type, name = image.data, image.media_type, f"{image.seed}.{image.extension}"
+    else:
+        data, media_type, name = zip_images(result.images), "application/zip", f"{result.seed}.zip"
+    response = Response(data, mimetype=media_type)
+    response.headers["Content-Disposition"] = f'inline; filename="{name}"'
     return response
 
 
 def _result_headers(result: GenerationResult) -> dict[str, str]:
     return {
         "X-Seed": str(result.seed),
+        "X-Seeds": ",".join(map(str, result.seeds)),
         "X-Model": result.model,
         "X-Generation-Time": f"{result.generation_seconds:.3f}",
     }

@@ -32,9 +32,3 @@ def json_object() -> dict[str, Any]:
 def _json_type(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
-
-
-def wants_json() -> bool:
-    """True when the client prefers JSON to image bytes in its Accept header."""
-    best = request.accept_mimetypes.best_match(["image/png", "application/json"])
-    return best == "application/json"

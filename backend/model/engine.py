@@ -10,13 +10,11 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backend.config import ModelDefaults, ModelSpec, Settings
-from backend.model.images import PNG_MEDIA_TYPE, encode_png
-from backend.model.registry import resolve_model
-from backend.model.types import EncodedImage, GenerationRequest, GenerationResult
+from backend.config import ModelSpec, Settings
+from backend.model.images import encode, infotext
+from backend.model.registry import ModelCatalog, display_path
+from backend.model.types import MAX_SEED, GenerationRequest, GenerationResult, OutputOptions
 from backend.model.worker import DeviceWorker, WorkerState
-
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -26,39 +24,47 @@ class EngineStatus:
     state: WorkerState
     model: str
     device: str
-    error: str | None
+    model_loaded: bool  # the default model is in memory right now
+    error: str | None  # why the server cannot serve its default model, if it cannot
+    loaded_models: tuple[str, ...]
 
     @property
     def ready(self) -> bool:
-        """True once a generation can be served."""
-        return self.state is WorkerState.READY
+        """True when a request for the default model can be served."""
+        return self.state is WorkerState.READY and self.error is None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One entry of the model listing."""
+
+    spec: ModelSpec
+    folder: str
+    exists: bool
+    loaded: bool
+    default: bool
+    error: str | None
 
 
 class Engine:
-    """Serves generations with the configured model; one per app, so one per server process."""
+    """Serves generations; one per app, so one per server process."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.spec: ModelSpec = resolve_model(settings.default_model, settings.models_dir)
-        self._worker = DeviceWorker(self.spec, settings.device, settings.torch_dtype)
+        self.catalog = ModelCatalog(settings.default_model, settings.models_dir)
+        self._worker = DeviceWorker(
+            settings.device,
+            settings.torch_dtype,
+            settings.max_loaded_models,
+            preload=self.catalog.default,
+        )
 
-    @property
-    def defaults(self) -> ModelDefaults:
-        """What requests get for the fields they leave out."""
-        return self.spec.defaults
-
-    @property
-    def size_multiple(self) -> int:
-        """Image sides must be multiples of this for the configured model."""
-        return self.spec.family.size_multiple
-
-    @property
-    def pipeline(self) -> Any:
-        """The loaded pipeline or None (a seam for tests; see `DeviceWorker.pipeline`)."""
-        return self._worker.pipeline
+    def pipeline(self, name: str | None = None) -> Any:
+        """A loaded pipeline or None (a seam for tests; see `DeviceWorker.pipeline`)."""
+        return self._worker.pipeline(name or self.catalog.default.name)
 
     def start(self) -> None:
-        """Begin loading the model in the background."""
+        """Begin loading the default model in the background."""
         self._worker.start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -66,34 +72,63 @@ class Engine:
         self._worker.stop(timeout)
 
     def wait_until_loaded(self, timeout: float) -> bool:
-        """Block until loading succeeded or failed; False on timeout."""
+        """Block until start-up succeeded or failed; False on timeout."""
         return self._worker.wait_until_loaded(timeout)
 
     def status(self) -> EngineStatus:
-        """Whether the model is loaded, on which device, or why it is not."""
-        worker = self._worker
+        """Whether the default model can serve, on which device, or why it cannot."""
+        worker, default = self._worker, self.catalog.default.name
         return EngineStatus(
             state=worker.state,
-            model=self.spec.name,
+            model=default,
             device=worker.device_name or worker.device_setting,
-            error=worker.error,
+            model_loaded=default in worker.loaded_models,
+            error=worker.error or worker.model_errors.get(default),
+            loaded_models=worker.loaded_models,
         )
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Run one generation and return the encoded image with the parameters used."""
+    def models(self) -> list[ModelInfo]:
+        """Every model worth listing, with whether it is present, loaded, and the default."""
+        worker, default = self._worker, self.catalog.default.name
+        return [
+            ModelInfo(
+                spec=spec,
+                folder=display_path(spec.folder),
+                exists=(spec.folder / "model_index.json").is_file(),
+                loaded=spec.name in worker.loaded_models,
+                default=spec.name == default,
+                error=worker.model_errors.get(spec.name),
+            )
+            for spec in self.catalog.listing()
+        ]
+
+    def generate(
+        self, request: GenerationRequest, output: OutputOptions | None = None
+    ) -> GenerationResult:
+        """Run one generation (one or more images) and return them encoded."""
+        output = output or OutputOptions()
+        spec = self.catalog.resolve(request.model)
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
-        request = replace(request, seed=seed)
-        job = self._worker.submit(request)
-        images = job.future.result()
-        # Encoding happens here, on the request's thread, so the device never waits for zlib.
-        encoded = [
-            EncodedImage(encode_png(image), PNG_MEDIA_TYPE, seed + index)
-            for index, image in enumerate(images)
+        request = replace(request, seed=seed, model=spec.name)
+        job = self._worker.submit(spec, request)
+        raw = job.future.result()
+        # Encoding happens here, on the request's thread, so the device goes on to the next job.
+        embed = self.settings.embed_metadata and output.format == "png"
+        images = [
+            encode(
+                image,
+                seed,
+                output,
+                infotext(request, seed, raw.scheduler.label, spec.name) if embed else None,
+            )
+            for image, seed in zip(raw.images, request.seeds(), strict=True)
         ]
         return GenerationResult(
-            images=encoded,
-            model=self.spec.name,
+            images=images,
+            model=spec.name,
             request=request,
+            scheduler=raw.scheduler.name,
+            sampler=raw.scheduler.label,
             generation_seconds=job.finished_at - job.started_at,
             queue_seconds=job.started_at - job.submitted_at,
         )

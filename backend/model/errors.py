@@ -23,3 +23,13 @@ class ModelNotReadyError(ModelLayerError):
 
 class ModelUnavailableError(ModelLayerError):
     """The model failed to load and will not serve until the configuration is fixed."""
+
+
+class ModelNotFoundError(ModelLayerError):
+    """A request named a model this server does not have; `available` lists the ones it has."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(
+            f"Unknown model '{name[:64]}'. Available: {', '.join(available) or 'none'}."
+        )
+        self.available = available

@@ -1,9 +1,9 @@
-"""Schemas of the generate endpoint: the request it validates and the JSON it answers with."""
+"""Schemas of the generate endpoints (`/image/generate`, `/generate`, `/generate-image`)."""
 
 from __future__ import annotations
 
 import base64
-import difflib
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import (
@@ -12,25 +12,42 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
-    pre_load,
     validate,
-    validates,
     validates_schema,
 )
 
-from backend.config import Limits, ModelDefaults
-from backend.model.types import GenerationRequest, GenerationResult
+from backend.model import schedulers
+from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 from backend.view.fields import WholeNumber
+from backend.view.rules import (
+    MAX_GUIDANCE,
+    MIN_SIDE,
+    OUTPUT_FORMATS,
+    SEED_RANGE,
+    GenerationSchema,
+    between,
+)
 
-MIN_SIDE = 64
-MAX_SEED = 2**32 - 1
-MAX_GUIDANCE = 30.0
 # Alias -> canonical name. Both spellings are common in existing clients.
-ALIASES = {"num_inference_steps": "steps", "cfg_scale": "guidance_scale"}
+ALIASES = {"num_inference_steps": "steps", "cfg_scale": "guidance_scale", "n": "num_images"}
+RESPONSE_FORMATS = ("b64_json", "json", "image")
 
 
-class GenerateRequestSchema(Schema):
-    """`POST /image/generate` body -> `GenerationRequest`, with the model's defaults filled in.
+@dataclass(frozen=True)
+class GenerateCommand:
+    """A validated generate call: what to draw, how to encode it, and how to answer."""
+
+    request: GenerationRequest
+    output: OutputOptions
+    response_format: str | None  # None: decided by the Accept header, then RESPONSE_FORMAT
+
+
+def _size_field(description: str) -> WholeNumber:
+    return WholeNumber(allow_none=True, metadata={"description": description, "multipleOf": 8})
+
+
+class GenerateRequestSchema(GenerationSchema):
+    """The generate body -> GenerateCommand, with the chosen model's defaults filled in.
 
     Optional fields accept `null` as "use the default", as clients generated from OpenAPI send it.
     """
@@ -42,75 +59,68 @@ class GenerateRequestSchema(Schema):
     negative_prompt = fields.String(
         allow_none=True, metadata={"description": "What to keep out of the image."}
     )
-    width = WholeNumber(allow_none=True, metadata={"description": "Pixels; a multiple of 8."})
-    height = WholeNumber(allow_none=True, metadata={"description": "Pixels; a multiple of 8."})
+    width = _size_field("Pixels; default: the model's.")
+    height = _size_field("Pixels; default: the model's.")
     steps = WholeNumber(allow_none=True, metadata={"description": "Denoising steps."})
     num_inference_steps = WholeNumber(allow_none=True, metadata={"description": "Alias of steps."})
     guidance_scale = fields.Float(
         allow_none=True,
-        validate=validate.Range(0.0, MAX_GUIDANCE),
-        metadata={"description": "How strictly to follow the prompt (0 turns guidance off)."},
+        validate=between(0.0, MAX_GUIDANCE),
+        metadata={"description": "How strictly to follow the prompt (0 or 1: no guidance)."},
     )
     cfg_scale = fields.Float(
         allow_none=True,
-        validate=validate.Range(0.0, MAX_GUIDANCE),
+        validate=between(0.0, MAX_GUIDANCE),
         metadata={"description": "Alias of guidance_scale."},
     )
     seed = WholeNumber(
         allow_none=True,
-        validate=validate.Range(-1, MAX_SEED),
+        validate=SEED_RANGE,
         metadata={"description": "Same seed, same image; -1 or absent for a random one."},
     )
+    num_images = WholeNumber(
+        allow_none=True, metadata={"description": "Images in one call; seeds seed, seed+1, ..."}
+    )
+    n = WholeNumber(allow_none=True, metadata={"description": "Alias of num_images."})
+    model = fields.String(
+        allow_none=True,
+        metadata={"description": "A model name from GET /models; default: the server's."},
+    )
+    scheduler = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(schedulers.SCHEDULER_NAMES),
+        metadata={"description": "Sampler; default: the model's own."},
+    )
+    output_format = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(OUTPUT_FORMATS),
+        metadata={"description": "Image format; default png."},
+    )
+    output_compression = WholeNumber(
+        allow_none=True,
+        validate=between(0, 100),
+        metadata={"description": "Quality for jpeg and webp (higher: better, larger)."},
+    )
+    response_format = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(
+            RESPONSE_FORMATS,
+            error="Must be one of: {choices}. ('url' is not offered: images come back inline.)",
+        ),
+        metadata={"description": "b64_json/json: a JSON body; image: the image bytes."},
+    )
 
-    def __init__(
-        self, *, limits: Limits, defaults: ModelDefaults, size_multiple: int = 8, **kwargs: Any
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.limits = limits
-        self.defaults = defaults
-        self.size_multiple = size_multiple
-
-    @pre_load
-    def _reject_unknown_with_suggestions(self, data: Any, **_: Any) -> Any:
-        """Name the likely intended field, which marshmallow's bare 'Unknown field.' does not."""
-        if not isinstance(data, dict):
-            return data
-        known = [field.data_key or name for name, field in self.load_fields.items()]
-        errors = {}
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else f" Known: {', '.join(known)}."
-                errors[str(key)] = [f"Unknown field.{hint}"]
-        if errors:
-            raise ValidationError(errors)
-        return data
-
-    @validates("prompt", "negative_prompt")
-    def _check_text(self, value: str | None, data_key: str) -> None:
-        if value is None:  # only negative_prompt may be null (prompt's field refuses it)
-            return
-        if data_key == "prompt" and not value.strip():
-            raise ValidationError("Must not be empty.")
-        if len(value) > self.limits.max_prompt_length:
-            raise ValidationError(
-                f"Longer than the maximum of {self.limits.max_prompt_length} characters."
-            )
-
-    @validates("width", "height")
-    def _check_side(self, value: int | None, data_key: str) -> None:
-        if value is None:
-            return
-        maximum = self.limits.max_width if data_key == "width" else self.limits.max_height
-        if not MIN_SIDE <= value <= maximum:
-            raise ValidationError(f"Must be between {MIN_SIDE} and {maximum}.")
-        if value % self.size_multiple:
-            raise ValidationError(f"Must be a multiple of {self.size_multiple}.")
-
-    @validates("steps", "num_inference_steps")
-    def _check_steps(self, value: int | None, data_key: str) -> None:
-        if value is not None and not 1 <= value <= self.limits.max_steps:
-            raise ValidationError(f"Must be between 1 and {self.limits.max_steps}.")
+        limits = self.limits
+        self.bound("width", between(MIN_SIDE, limits.max_width))
+        self.bound("height", between(MIN_SIDE, limits.max_height))
+        for name in ("steps", "num_inference_steps"):
+            self.bound(name, between(1, limits.max_steps))
+        for name in ("num_images", "n"):
+            self.bound(name, between(1, limits.max_images))
+        self.bound_text("prompt", "negative_prompt")
+        self.bound("prompt", validate.Regexp(r"(?s).*\S", error="Must not be empty."))
 
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
@@ -119,42 +129,54 @@ class GenerateRequestSchema(Schema):
             given = data.get(alias), data.get(canonical)
             if None not in given and given[0] != given[1]:
                 errors[alias] = [f"Conflicts with '{canonical}'; send only one of them."]
+        model = data.get("model")
         width, height = self._size(data)
-        if width * height > self.limits.max_pixels:
-            message = (
-                f"{width}x{height} is {width * height} pixels, more than the limit of "
-                f"{self.limits.max_pixels}."
-            )
-            errors["width"] = errors["height"] = [message]
+        errors.update(self.size_problems(model, width, height))
+        if data.get("scheduler") and (problem := self.scheduler_problem(model, data["scheduler"])):
+            errors["scheduler"] = [problem]
         if errors:
             raise ValidationError(errors)
 
     @post_load
-    def _to_request(self, data: dict[str, Any], **_: Any) -> GenerationRequest:
+    def _to_command(self, data: dict[str, Any], **_: Any) -> GenerateCommand:
+        defaults = self.catalog.resolve(data.get("model")).defaults
         width, height = self._size(data)
         seed = _first_given(data, "seed", default=-1)
-        return GenerationRequest(
+        request = GenerationRequest(
             prompt=data["prompt"],
             negative_prompt=_first_given(data, "negative_prompt", default=""),
             width=width,
             height=height,
-            steps=_first_given(data, "steps", "num_inference_steps", default=self.defaults.steps),
+            steps=_first_given(data, "steps", "num_inference_steps", default=defaults.steps),
             guidance_scale=_first_given(
-                data, "guidance_scale", "cfg_scale", default=self.defaults.guidance_scale
+                data, "guidance_scale", "cfg_scale", default=defaults.guidance_scale
             ),
             seed=None if seed == -1 else seed,
+            num_images=_first_given(data, "num_images", "n", default=1),
+            model=data.get("model"),
+            scheduler=data.get("scheduler"),
         )
+        output = OutputOptions(
+            format=data.get("output_format") or "png", quality=data.get("output_compression")
+        )
+        return GenerateCommand(request, output, data.get("response_format"))
 
     def _size(self, data: dict[str, Any]) -> tuple[int, int]:
+        defaults = self.catalog.resolve(data.get("model")).defaults
         return (
-            _first_given(data, "width", default=self.defaults.width),
-            _first_given(data, "height", default=self.defaults.height),
+            _first_given(data, "width", default=defaults.width),
+            _first_given(data, "height", default=defaults.height),
         )
 
 
 def _first_given(data: dict[str, Any], *names: str, default: Any) -> Any:
     """The value of the first of `names` present and not null, else `default`."""
     return next((data[name] for name in names if data.get(name) is not None), default)
+
+
+def b64(data: bytes) -> str:
+    """Base64 text of `data`, as JSON bodies carry images."""
+    return base64.b64encode(data).decode("ascii")
 
 
 class ParametersSchema(Schema):
@@ -167,24 +189,38 @@ class ParametersSchema(Schema):
     steps = fields.Integer()
     guidance_scale = fields.Float()
     seed = fields.Integer()
+    num_images = fields.Integer()
+    scheduler = fields.String()
     model = fields.String()
 
 
 class GenerateResponseSchema(Schema):
-    """The JSON answer of the generate endpoint (for clients that ask for JSON)."""
+    """The JSON answer of the generate endpoints."""
 
     image = fields.Function(
-        lambda result: base64.b64encode(result.images[0].data).decode("ascii"),
-        metadata={"description": "The image, base64-encoded PNG."},
+        lambda result: b64(result.images[0].data),
+        metadata={"description": "The first image, base64."},
     )
-    seed = fields.Integer()
+    images = fields.Function(
+        lambda result: [b64(image.data) for image in result.images],
+        metadata={"description": "Every image, base64, in seed order."},
+    )
+    seed = fields.Integer(metadata={"description": "The first image's seed."})
+    seeds = fields.List(fields.Integer(), metadata={"description": "Each image's seed."})
     model = fields.String()
-    parameters = fields.Function(
-        lambda result: ParametersSchema().dump(result.parameters()),
+    media_type = fields.Function(
+        lambda result: result.images[0].media_type, metadata={"description": "e.g. image/png"}
     )
+    parameters = fields.Function(lambda result: ParametersSchema().dump(result.parameters()))
     generation_time = fields.Function(
         lambda result: round(result.generation_seconds, 3),
         metadata={"description": "Seconds the pipeline ran."},
+    )
+    # The shape some existing clients read: {"message": ..., "image_data": <base64>}.
+    message = fields.Constant("Image generated successfully")
+    image_data = fields.Function(
+        lambda result: b64(result.images[0].data),
+        metadata={"description": "Same as image (for clients that read image_data)."},
     )
 
 

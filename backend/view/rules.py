@@ -1,0 +1,98 @@
+"""What every generation request must satisfy, whichever API dialect it arrives in.
+
+The request schemas (ours, OpenAI's, AUTOMATIC1111's) differ in field names; the limits and the
+model-dependent rules are the same, so they live here once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
+
+from backend.config import Limits
+from backend.model import schedulers
+from backend.model.registry import ModelCatalog
+from backend.model.types import MAX_SEED
+
+MIN_SIDE = 64
+MAX_GUIDANCE = 30.0
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+def between(minimum: float, maximum: float) -> validate.Range:
+    """A range check whose message states the range."""
+    return validate.Range(minimum, maximum, error="Must be between {min} and {max}.")
+
+
+class GenerationSchema(Schema):
+    """Base of the request schemas: knows the limits and the models, checks what depends on them.
+
+    Limits are configurable, so their checks are attached per instance (and so appear in the
+    OpenAPI document with the configured values).
+    """
+
+    def __init__(self, *, limits: Limits, catalog: ModelCatalog, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+        self.catalog = catalog
+
+    @pre_load
+    def _reject_unknown_with_suggestions(self, data: Any, **_: Any) -> Any:
+        """Name the likely intended field, which marshmallow's bare 'Unknown field.' does not."""
+        if self.unknown != RAISE or not isinstance(data, dict):
+            return data
+        known = list(self.load_fields)
+        errors = {}
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else f" Known: {', '.join(known)}."
+                errors[str(key)[:64]] = [f"Unknown field.{hint}"]
+        if errors:
+            raise ValidationError(errors)
+        return data
+
+    def bound(self, name: str, check: validate.Validator) -> None:
+        """Add `check` to field `name` of this instance only (the field's list is shared)."""
+        field = self.fields[name]
+        field.validators = [*field.validators, check]
+
+    def bound_text(self, *names: str) -> None:
+        """Prompt-like fields: at most MAX_PROMPT_LENGTH characters."""
+        for name in names:
+            self.bound(
+                name,
+                validate.Length(
+                    max=self.limits.max_prompt_length,
+                    error="Longer than the maximum of {max} characters.",
+                ),
+            )
+
+    def size_problems(self, model: str | None, width: int, height: int) -> dict[str, list[str]]:
+        """Why `width`x`height` cannot be drawn by `model` within the limits, per side."""
+        multiple = self.catalog.resolve(model).family.size_multiple
+        problems: dict[str, list[str]] = {}
+        for side, value in (("width", width), ("height", height)):
+            if value % multiple:
+                problems[side] = [f"Must be a multiple of {multiple}."]
+        if width * height > self.limits.max_pixels:
+            message = (
+                f"{width}x{height} is {width * height} pixels, more than the limit of "
+                f"{self.limits.max_pixels}."
+            )
+            for side in ("width", "height"):
+                problems.setdefault(side, []).append(message)
+        return problems
+
+    def scheduler_problem(self, model: str | None, name: str) -> str | None:
+        """Why scheduler `name` cannot run `model`, listing those that can."""
+        spec = self.catalog.resolve(model)
+        if schedulers.find(name, spec.family) is not None:
+            return None
+        known = ", ".join(choice.name for choice in schedulers.choices(spec.family))
+        return f"Unknown scheduler '{name[:40]}' for model '{spec.name}'. Known: {known}."
+
+
+SEED_RANGE = validate.Range(-1, MAX_SEED, error="Must be -1 (random) or between 0 and {max}.")
