@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify
+from flask import Flask, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.model.errors import ModelLayerError, ModelNotFoundError, ModelNotReadyError
 from backend.view.errors import error_body
+from backend.view.openai import openai_error_body
+
+OPENAI_PREFIX = "/v1/"  # OpenAI's clients parse errors in OpenAI's own shape
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +24,11 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A JSON error response in the server's one error shape."""
-    response = jsonify(error_body(message, details))
+    """A JSON error response: the server's one error shape (OpenAI's under /v1/)."""
+    if request.path.startswith(OPENAI_PREFIX):
+        response = jsonify(openai_error_body(status, message, details))
+    else:
+        response = jsonify(error_body(message, details))
     response.status_code = status
     response.headers.update(headers or {})
     return response

@@ -1,0 +1,67 @@
+"""AUTOMATIC1111-compatible endpoints, for its clients (webuiapi, plugins, scripts)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from flask import Blueprint, Response, jsonify
+
+from backend.controller import get_engine
+from backend.controller.request_body import json_object
+from backend.model import schedulers
+from backend.model.types import MAX_SEED
+from backend.view.a1111 import (
+    OptionsSchema,
+    ScriptsSchema,
+    Txt2ImgRequestSchema,
+    dump_samplers,
+    dump_schedule_types,
+    dump_sd_models,
+    dump_txt2img,
+)
+
+blueprint = Blueprint("a1111", __name__, url_prefix="/sdapi/v1")
+
+
+@blueprint.post("/txt2img")
+def txt2img() -> Response:
+    """`n_iter` pipeline calls of `batch_size` images, seeds consecutive across all of them."""
+    engine = get_engine()
+    schema = Txt2ImgRequestSchema(limits=engine.settings.limits, catalog=engine.catalog)
+    command = schema.load(json_object())
+    results = [engine.generate(command.request)]
+    for _ in range(command.n_iter - 1):
+        # The first call drew the seed if none was given; the next batches continue from it.
+        follow_on = replace(command.request, seed=(results[-1].seeds[-1] + 1) % (MAX_SEED + 1))
+        results.append(engine.generate(follow_on))
+    return jsonify(dump_txt2img(command, results))
+
+
+@blueprint.get("/sd-models")
+def sd_models() -> Response:
+    """The checkpoints (model folders) present."""
+    return jsonify(dump_sd_models(get_engine().models()))
+
+
+@blueprint.get("/samplers")
+def samplers() -> Response:
+    """The samplers the default model can use."""
+    return jsonify(dump_samplers(schedulers.choices(get_engine().catalog.default.family)))
+
+
+@blueprint.get("/schedulers")
+def schedule_types() -> Response:
+    """The schedule types (`automatic`, `karras`)."""
+    return jsonify(dump_schedule_types())
+
+
+@blueprint.get("/options")
+def options() -> Response:
+    """The current checkpoint, as clients read it."""
+    return jsonify(OptionsSchema().dump({"sd_model_checkpoint": get_engine().catalog.default.name}))
+
+
+@blueprint.get("/scripts")
+def scripts() -> Response:
+    """No scripts or extensions (clients probe this to find them)."""
+    return jsonify(ScriptsSchema().dump({"txt2img": [], "img2img": []}))
