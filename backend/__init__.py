@@ -2,6 +2,8 @@
 
 import os
 
+__version__ = "0.3.0"
+
 # The product loads local folders only. Forcing the hub offline before anything imports
 # huggingface_hub turns any accidental download into an immediate, explicit error.
 os.environ["HF_HUB_OFFLINE"] = "1"

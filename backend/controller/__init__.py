@@ -14,7 +14,7 @@ def get_engine() -> Engine:
 
 def register_blueprints(app: Flask) -> None:
     """Attach every resource's routes to `app`."""
-    from backend.controller import a1111, health, image, models, openai
+    from backend.controller import a1111, health, image, models, openai, openapi
 
-    for module in (health, image, models, openai, a1111):
+    for module in (health, image, models, openai, a1111, openapi):
         app.register_blueprint(module.blueprint)

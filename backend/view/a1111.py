@@ -22,7 +22,7 @@ from backend.model import schedulers
 from backend.model.engine import ModelInfo
 from backend.model.images import infotext
 from backend.model.types import GenerationRequest, GenerationResult
-from backend.view.fields import WholeNumber
+from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
 from backend.view.rules import MAX_GUIDANCE, MIN_SIDE, SEED_RANGE, GenerationSchema, between
 
@@ -80,16 +80,16 @@ class Txt2ImgRequestSchema(GenerationSchema):
     sampler_index = fields.String(allow_none=True, metadata={"description": "Old sampler_name."})
     scheduler = fields.String(allow_none=True, metadata={"description": "automatic or karras"})
     override_settings = fields.Nested(OverrideSettingsSchema, allow_none=True)
-    send_images = fields.Boolean(allow_none=True, load_default=True)
-    save_images = fields.Boolean(allow_none=True)
+    send_images = StrictBoolean(allow_none=True, load_default=True)
+    save_images = StrictBoolean(allow_none=True)
     # Features this server does not have: accepted only when off.
-    enable_hr = fields.Boolean(
+    enable_hr = StrictBoolean(
         allow_none=True, validate=validate.Equal(False, error="Hires fix is not supported.")
     )
-    restore_faces = fields.Boolean(
+    restore_faces = StrictBoolean(
         allow_none=True, validate=validate.Equal(False, error="Face restoration is not supported.")
     )
-    tiling = fields.Boolean(
+    tiling = StrictBoolean(
         allow_none=True, validate=validate.Equal(False, error="Tiling is not supported.")
     )
     subseed_strength = fields.Float(
@@ -204,9 +204,13 @@ class Txt2ImgRequestSchema(GenerationSchema):
 class Txt2ImgResponseSchema(Schema):
     """The answer of `POST /sdapi/v1/txt2img`."""
 
-    images = fields.List(fields.String(), metadata={"description": "Base64 images."})
-    parameters = fields.Dict(metadata={"description": "The request, with defaults filled in."})
-    info = fields.String(metadata={"description": "JSON text: seeds, sampler, infotexts..."})
+    images = fields.List(fields.String(), required=True, metadata={"description": "Base64 PNGs."})
+    parameters = fields.Dict(
+        required=True, metadata={"description": "The request, with defaults filled in."}
+    )
+    info = fields.String(
+        required=True, metadata={"description": "JSON text: seeds, sampler, infotexts..."}
+    )
 
 
 def dump_txt2img(command: Txt2ImgCommand, results: list[GenerationResult]) -> dict[str, Any]:
@@ -256,37 +260,56 @@ def dump_txt2img(command: Txt2ImgCommand, results: list[GenerationResult]) -> di
 class SdModelSchema(Schema):
     """A checkpoint as AUTOMATIC1111 lists them."""
 
-    title = fields.Function(lambda info: info.spec.name)
-    model_name = fields.Function(lambda info: info.spec.name)
-    hash = fields.Constant(None)
-    sha256 = fields.Constant(None)
-    filename = fields.String(attribute="folder")
-    config = fields.Constant(None)
+    title = fields.String(required=True)
+    model_name = fields.String(required=True)
+    hash = fields.String(required=True, allow_none=True)
+    sha256 = fields.String(required=True, allow_none=True)
+    filename = fields.String(required=True)
+    config = fields.String(required=True, allow_none=True)
 
 
 def dump_sd_models(infos: list[ModelInfo]) -> list[dict[str, Any]]:
     """`GET /sdapi/v1/sd-models`: the models present on disk."""
-    return SdModelSchema(many=True).dump([info for info in infos if info.exists])
+    return SdModelSchema(many=True).dump(
+        [
+            {
+                "title": info.spec.name,
+                "model_name": info.spec.name,
+                "hash": None,
+                "sha256": None,
+                "filename": info.folder,
+                "config": None,
+            }
+            for info in infos
+            if info.exists
+        ]
+    )
 
 
 class SamplerSchema(Schema):
     """A sampler as AUTOMATIC1111 lists them."""
 
-    name = fields.String(attribute="label")
-    aliases = fields.Function(lambda choice: [choice.name, *choice.aliases])
-    options = fields.Constant({})
+    name = fields.String(required=True)
+    aliases = fields.List(fields.String(), required=True)
+    options = fields.Dict(required=True)
 
 
 def dump_samplers(choices: tuple[schedulers.SchedulerChoice, ...]) -> list[dict[str, Any]]:
     """`GET /sdapi/v1/samplers` (Karras variants are a schedule type, listed separately)."""
-    return SamplerSchema(many=True).dump([c for c in choices if not c.karras])
+    return SamplerSchema(many=True).dump(
+        [
+            {"name": choice.label, "aliases": [choice.name, *choice.aliases], "options": {}}
+            for choice in choices
+            if not choice.karras
+        ]
+    )
 
 
 class ScheduleTypeSchema(Schema):
     """A schedule type as AUTOMATIC1111 lists them."""
 
-    name = fields.String()
-    label = fields.String()
+    name = fields.String(required=True)
+    label = fields.String(required=True)
 
 
 def dump_schedule_types() -> list[dict[str, Any]]:
@@ -299,11 +322,11 @@ def dump_schedule_types() -> list[dict[str, Any]]:
 class OptionsSchema(Schema):
     """The part of AUTOMATIC1111's options that clients read: the current checkpoint."""
 
-    sd_model_checkpoint = fields.String()
+    sd_model_checkpoint = fields.String(required=True)
 
 
 class ScriptsSchema(Schema):
     """`GET /sdapi/v1/scripts`: none (clients probe it for extensions)."""
 
-    txt2img = fields.List(fields.String())
-    img2img = fields.List(fields.String())
+    txt2img = fields.List(fields.String(), required=True)
+    img2img = fields.List(fields.String(), required=True)

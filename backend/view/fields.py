@@ -15,3 +15,12 @@ class WholeNumber(fields.Integer):
         if isinstance(value, float) and not value.is_integer():
             raise ValueError("not a whole number")
         return super()._format_num(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only: not 0, 1 or "yes", so the OpenAPI `boolean` type tells the truth."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value

@@ -120,7 +120,7 @@ class GenerateRequestSchema(GenerationSchema):
         for name in ("num_images", "n"):
             self.bound(name, between(1, limits.max_images))
         self.bound_text("prompt", "negative_prompt")
-        self.bound("prompt", validate.Regexp(r"(?s).*\S", error="Must not be empty."))
+        self.bound("prompt", validate.Regexp(r"[\s\S]*\S", error="Must not be empty."))
 
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
@@ -197,33 +197,39 @@ class ParametersSchema(Schema):
 class GenerateResponseSchema(Schema):
     """The JSON answer of the generate endpoints."""
 
-    image = fields.Function(
-        lambda result: b64(result.images[0].data),
-        metadata={"description": "The first image, base64."},
+    image = fields.String(required=True, metadata={"description": "The first image, base64."})
+    images = fields.List(
+        fields.String(), required=True, metadata={"description": "Every image, base64, in order."}
     )
-    images = fields.Function(
-        lambda result: [b64(image.data) for image in result.images],
-        metadata={"description": "Every image, base64, in seed order."},
-    )
-    seed = fields.Integer(metadata={"description": "The first image's seed."})
-    seeds = fields.List(fields.Integer(), metadata={"description": "Each image's seed."})
-    model = fields.String()
-    media_type = fields.Function(
-        lambda result: result.images[0].media_type, metadata={"description": "e.g. image/png"}
-    )
-    parameters = fields.Function(lambda result: ParametersSchema().dump(result.parameters()))
-    generation_time = fields.Function(
-        lambda result: round(result.generation_seconds, 3),
-        metadata={"description": "Seconds the pipeline ran."},
+    seed = fields.Integer(required=True, metadata={"description": "The first image's seed."})
+    seeds = fields.List(fields.Integer(), required=True, metadata={"description": "Each seed."})
+    model = fields.String(required=True)
+    media_type = fields.String(required=True, metadata={"description": "e.g. image/png"})
+    parameters = fields.Nested(ParametersSchema, required=True)
+    generation_time = fields.Float(
+        required=True, metadata={"description": "Seconds the pipeline ran."}
     )
     # The shape some existing clients read: {"message": ..., "image_data": <base64>}.
-    message = fields.Constant("Image generated successfully")
-    image_data = fields.Function(
-        lambda result: b64(result.images[0].data),
-        metadata={"description": "Same as image (for clients that read image_data)."},
+    message = fields.String(required=True)
+    image_data = fields.String(
+        required=True, metadata={"description": "Same as image, for clients that read image_data."}
     )
 
 
 def dump_result(result: GenerationResult) -> dict[str, Any]:
     """The JSON body for `result`."""
-    return GenerateResponseSchema().dump(result)
+    images = [b64(image.data) for image in result.images]
+    return GenerateResponseSchema().dump(
+        {
+            "image": images[0],
+            "images": images,
+            "seed": result.seed,
+            "seeds": result.seeds,
+            "model": result.model,
+            "media_type": result.images[0].media_type,
+            "parameters": result.parameters(),
+            "generation_time": round(result.generation_seconds, 3),
+            "message": "Image generated successfully",
+            "image_data": images[0],
+        }
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from backend.model.engine import EngineStatus
 from backend.model.worker import WorkerState
@@ -20,20 +20,29 @@ _STATUS_WORDS = {
 class HealthSchema(Schema):
     """Readiness: 'healthy' only when the default model can be served right now."""
 
-    status = fields.Function(
-        lambda status: "error" if status.error else _STATUS_WORDS[status.state],
-        metadata={"description": "healthy, loading, error or stopping"},
+    status = fields.String(
+        required=True, validate=validate.OneOf(["healthy", "loading", "error", "stopping"])
     )
-    model_loaded = fields.Boolean(metadata={"description": "The default model is in memory."})
-    model = fields.String(metadata={"description": "The default model."})
-    device = fields.String()
-    loaded_models = fields.List(fields.String(), metadata={"description": "Models in memory."})
+    model_loaded = fields.Boolean(
+        required=True, metadata={"description": "The default model is in memory."}
+    )
+    model = fields.String(required=True, metadata={"description": "The default model."})
+    device = fields.String(required=True)
+    loaded_models = fields.List(
+        fields.String(), required=True, metadata={"description": "Models in memory."}
+    )
     error = fields.String(metadata={"description": "Why the default model cannot serve."})
 
 
 def dump_health(status: EngineStatus) -> dict[str, Any]:
-    """The JSON body for `status` (without `error` when there is none)."""
-    body = HealthSchema().dump(status)
-    if body.get("error") is None:
-        body.pop("error", None)
-    return body
+    """The JSON body for `status` (`error` only when there is one)."""
+    body = {
+        "status": "error" if status.error else _STATUS_WORDS[status.state],
+        "model_loaded": status.model_loaded,
+        "model": status.model,
+        "device": status.device,
+        "loaded_models": list(status.loaded_models),
+    }
+    if status.error:
+        body["error"] = status.error
+    return HealthSchema().dump(body)

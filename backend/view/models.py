@@ -2,43 +2,66 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
+from backend.config import Family
 from backend.model.engine import ModelInfo
 
 
 class DefaultsSchema(Schema):
     """What a request for this model gets for the fields it leaves out."""
 
-    steps = fields.Integer()
-    guidance_scale = fields.Float()
-    width = fields.Integer()
-    height = fields.Integer()
+    steps = fields.Integer(required=True)
+    guidance_scale = fields.Float(required=True)
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
 
 
 class ModelInfoSchema(Schema):
     """One model the server knows of."""
 
-    name = fields.Function(lambda info: info.spec.name)
-    folder = fields.String(metadata={"description": "Where its files are (or should be)."})
-    exists = fields.Boolean(metadata={"description": "The folder holds a model_index.json."})
-    loaded = fields.Boolean(metadata={"description": "In memory now."})
-    default = fields.Boolean(metadata={"description": "Requests without `model` use it."})
-    family = fields.Function(lambda info: info.spec.family.value)
-    defaults = fields.Function(lambda info: DefaultsSchema().dump(info.spec.defaults))
-    error = fields.String(allow_none=True, metadata={"description": "Why it failed to load."})
+    name = fields.String(required=True)
+    folder = fields.String(
+        required=True, metadata={"description": "Where its files are (or should be)."}
+    )
+    exists = fields.Boolean(
+        required=True, metadata={"description": "The folder holds a model_index.json."}
+    )
+    loaded = fields.Boolean(required=True, metadata={"description": "In memory now."})
+    default = fields.Boolean(
+        required=True, metadata={"description": "Requests without `model` use it."}
+    )
+    family = fields.String(required=True, validate=validate.OneOf([f.value for f in Family]))
+    defaults = fields.Nested(DefaultsSchema, required=True)
+    error = fields.String(
+        required=True, allow_none=True, metadata={"description": "Why it failed to load."}
+    )
 
 
 class ModelListSchema(Schema):
     """`GET /models`."""
 
-    default = fields.String()
-    models = fields.List(fields.Nested(ModelInfoSchema))
+    default = fields.String(required=True)
+    models = fields.List(fields.Nested(ModelInfoSchema), required=True)
 
 
 def dump_models(infos: list[ModelInfo]) -> dict[str, Any]:
     """The JSON body listing `infos`."""
     default = next(info.spec.name for info in infos if info.default)
-    return ModelListSchema().dump({"default": default, "models": infos})
+    models = [
+        {
+            "name": info.spec.name,
+            "folder": info.folder,
+            "exists": info.exists,
+            "loaded": info.loaded,
+            "default": info.default,
+            "family": info.spec.family.value,
+            "defaults": asdict(info.spec.defaults),
+            "error": info.error,
+        }
+        for info in infos
+    ]
+    return ModelListSchema().dump({"default": default, "models": models})

@@ -20,7 +20,7 @@ from marshmallow import (
 from backend.model import schedulers
 from backend.model.engine import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
-from backend.view.fields import WholeNumber
+from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
 from backend.view.rules import (
     MAX_GUIDANCE,
@@ -58,7 +58,11 @@ class OpenAIImageRequestSchema(GenerationSchema):
     )
     n = WholeNumber(allow_none=True, metadata={"description": "Number of images."})
     size = fields.String(
-        allow_none=True, metadata={"description": "WIDTHxHEIGHT, or auto for the model's size."}
+        allow_none=True,
+        validate=validate.Regexp(
+            r"^(auto|\d{1,5}x\d{1,5})$", error="Must be WIDTHxHEIGHT or auto."
+        ),
+        metadata={"description": "WIDTHxHEIGHT (e.g. 512x512), or auto for the model's size."},
     )
     response_format = fields.String(
         allow_none=True,
@@ -82,7 +86,7 @@ class OpenAIImageRequestSchema(GenerationSchema):
             ["auto", "opaque"], error="Only opaque backgrounds are offered ('auto' or 'opaque')."
         ),
     )
-    stream = fields.Boolean(
+    stream = StrictBoolean(
         allow_none=True,
         validate=validate.Equal(False, error="Streaming is not offered; leave stream false."),
     )
@@ -99,7 +103,7 @@ class OpenAIImageRequestSchema(GenerationSchema):
         self.bound("n", between(1, min(MAX_N, self.limits.max_images)))
         self.bound("steps", between(1, self.limits.max_steps))
         self.bound_text("prompt", "negative_prompt")
-        self.bound("prompt", validate.Regexp(r"(?s).*\S", error="Must not be empty."))
+        self.bound("prompt", validate.Regexp(r"[\s\S]*\S", error="Must not be empty."))
 
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
@@ -168,17 +172,19 @@ class OpenAIImageRequestSchema(GenerationSchema):
 class OpenAIImageSchema(Schema):
     """One generated image, as OpenAI returns it."""
 
-    b64_json = fields.String()
-    seed = fields.Integer(metadata={"description": "This server's addition: the image's seed."})
+    b64_json = fields.String(required=True)
+    seed = fields.Integer(
+        required=True, metadata={"description": "This server's addition: the image's seed."}
+    )
 
 
 class OpenAIImagesResponseSchema(Schema):
     """The answer of `POST /v1/images/generations`."""
 
-    created = fields.Integer()
-    data = fields.List(fields.Nested(OpenAIImageSchema))
-    output_format = fields.String()
-    size = fields.String()
+    created = fields.Integer(required=True)
+    data = fields.List(fields.Nested(OpenAIImageSchema), required=True)
+    output_format = fields.String(required=True)
+    size = fields.String(required=True)
 
 
 def dump_images(result: GenerationResult, output_format: str) -> dict[str, Any]:
@@ -197,42 +203,46 @@ def dump_images(result: GenerationResult, output_format: str) -> dict[str, Any]:
 class OpenAIModelSchema(Schema):
     """A model, as OpenAI lists them."""
 
-    id = fields.String()
-    object = fields.Constant("model")
-    created = fields.Constant(0)
-    owned_by = fields.Constant("local")
+    id = fields.String(required=True)
+    object = fields.String(required=True, validate=validate.Equal("model"))
+    created = fields.Integer(required=True)
+    owned_by = fields.String(required=True)
 
 
 class OpenAIModelListSchema(Schema):
     """The answer of `GET /v1/models`."""
 
-    object = fields.Constant("list")
-    data = fields.List(fields.Nested(OpenAIModelSchema))
+    object = fields.String(required=True, validate=validate.Equal("list"))
+    data = fields.List(fields.Nested(OpenAIModelSchema), required=True)
 
 
 def dump_model(info: ModelInfo) -> dict[str, Any]:
     """OpenAI's model object for `info`."""
-    return OpenAIModelSchema().dump({"id": info.spec.name})
+    return OpenAIModelSchema().dump(
+        {"id": info.spec.name, "object": "model", "created": 0, "owned_by": "local"}
+    )
 
 
 def dump_model_list(infos: list[ModelInfo]) -> dict[str, Any]:
     """OpenAI's model list for the models that can be used now."""
-    return OpenAIModelListSchema().dump({"data": [{"id": i.spec.name} for i in infos if i.exists]})
+    return OpenAIModelListSchema().dump(
+        {"object": "list", "data": [dump_model(info) for info in infos if info.exists]}
+    )
 
 
 class OpenAIErrorDetailSchema(Schema):
     """OpenAI's error object."""
 
-    message = fields.String()
-    type = fields.String()
-    param = fields.String(allow_none=True)
-    code = fields.String(allow_none=True)
+    message = fields.String(required=True)
+    type = fields.String(required=True)
+    param = fields.String(required=True, allow_none=True)
+    code = fields.String(required=True, allow_none=True)
 
 
 class OpenAIErrorSchema(Schema):
     """Every error under /v1/, in OpenAI's shape."""
 
-    error = fields.Nested(OpenAIErrorDetailSchema)
+    error = fields.Nested(OpenAIErrorDetailSchema, required=True)
 
 
 _ERROR_CODES = {

@@ -1,0 +1,207 @@
+"""The OpenAPI 3 document, generated from the marshmallow schemas the endpoints really use.
+
+Request schemas are given as instances built with the server's own limits, so the document
+states the configured bounds (maximum width, steps, images, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
+
+from backend.config import Limits
+from backend.model.registry import ModelCatalog
+from backend.view.a1111 import (
+    OptionsSchema,
+    SamplerSchema,
+    ScheduleTypeSchema,
+    ScriptsSchema,
+    SdModelSchema,
+    Txt2ImgRequestSchema,
+    Txt2ImgResponseSchema,
+)
+from backend.view.errors import ErrorSchema
+from backend.view.generate import GenerateRequestSchema, GenerateResponseSchema
+from backend.view.health import HealthSchema
+from backend.view.models import ModelListSchema
+from backend.view.openai import (
+    OpenAIErrorSchema,
+    OpenAIImageRequestSchema,
+    OpenAIImagesResponseSchema,
+    OpenAIModelListSchema,
+    OpenAIModelSchema,
+)
+
+GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_ERROR_TEXT = {
+    400: "Invalid input: malformed JSON, a body that is not an object, or invalid fields",
+    404: "Unknown route or model",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Content-Type is not application/json",
+    500: "Unexpected failure (the body quotes the request id)",
+    503: "Model loading (see Retry-After) or unavailable",
+}
+_RESULT_HEADERS = {
+    name: {"description": text, "schema": {"type": "string"}}
+    for name, text in {
+        "X-Seed": "Seed of the first image",
+        "X-Seeds": "Seeds of every image, comma-separated",
+        "X-Model": "Model that drew the images",
+        "X-Generation-Time": "Seconds the pipeline ran",
+        "X-Request-ID": "This request's id",
+    }.items()
+}
+
+
+def _json(schema: Schema | type[Schema] | dict) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int, schema: type[Schema] = ErrorSchema) -> dict[str, Any]:
+    return {str(s): {"description": _ERROR_TEXT[s], **_json(schema)} for s in statuses}
+
+
+def _get(summary: str, schema: Any, tag: str, **errors: Any) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "tags": [tag],
+            "responses": {"200": {"description": "OK", **_json(schema)}, **errors},
+        }
+    }
+
+
+def _post(summary: str, request: str, responses: dict, tag: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "tags": [tag],
+            "requestBody": {"required": True, **_json(request)},
+            "responses": responses,
+        }
+    }
+
+
+def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str, Any]:
+    """The OpenAPI document of this server, with its configured limits."""
+    spec = APISpec(
+        title="Text-to-image server",
+        version=version,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": (
+                "Self-hosted Stable Diffusion over HTTP. Errors share one shape "
+                "({error, details}), except under /v1/, where they follow OpenAI's."
+            )
+        },
+    )
+    # Request schemas are registered once, by name: the instances carry the limits (and the
+    # catalog, which apispec must not deep-copy along with the operations).
+    context = {"limits": limits, "catalog": catalog}
+    for name, schema_class in (
+        ("GenerateRequest", GenerateRequestSchema),
+        ("OpenAIImageRequest", OpenAIImageRequestSchema),
+        ("Txt2ImgRequest", Txt2ImgRequestSchema),
+    ):
+        spec.components.schema(name, schema=schema_class(**context))
+    generate_ok = {
+        "description": "The image (a ZIP of images when several), or JSON when asked for",
+        "headers": _RESULT_HEADERS,
+        "content": {
+            "image/png": _BINARY,
+            "image/jpeg": _BINARY,
+            "image/webp": _BINARY,
+            "application/zip": _BINARY,
+            "application/json": {"schema": GenerateResponseSchema},
+        },
+    }
+    for path in GENERATE_PATHS:
+        spec.path(
+            path=path,
+            operations=_post(
+                "Generate images from a prompt",
+                "GenerateRequest",
+                {"200": generate_ok, **_errors(400, 404, 413, 415, 500, 503)},
+                "generate",
+            ),
+        )
+    spec.path(
+        path="/ping",
+        operations={
+            "get": {
+                "summary": "Liveness: always pong",
+                "tags": ["health"],
+                "responses": {
+                    "200": {
+                        "description": "pong",
+                        "content": {"text/plain": {"schema": {"type": "string", "enum": ["pong"]}}},
+                    }
+                },
+            }
+        },
+    )
+    health = {"description": "Not ready: loading, or failed (see error)", **_json(HealthSchema)}
+    spec.path(
+        path="/health", operations=_get("Readiness", HealthSchema, "health", **{"503": health})
+    )
+    spec.path(
+        path="/models", operations=_get("Models this server knows", ModelListSchema, "models")
+    )
+
+    openai_errors = {"schema": OpenAIErrorSchema}  # under /v1/, errors are OpenAI-shaped
+    spec.path(
+        path="/v1/images/generations",
+        operations=_post(
+            "OpenAI-compatible image generation",
+            "OpenAIImageRequest",
+            {
+                "200": {
+                    "description": "OpenAI's images response",
+                    **_json(OpenAIImagesResponseSchema),
+                },
+                **_errors(400, 404, 413, 415, 500, 503, **openai_errors),
+            },
+            "openai",
+        ),
+    )
+    spec.path(
+        path="/v1/models", operations=_get("OpenAI: list models", OpenAIModelListSchema, "openai")
+    )
+    retrieve = _get(
+        "OpenAI: one model", OpenAIModelSchema, "openai", **_errors(404, **openai_errors)
+    )
+    retrieve["get"]["parameters"] = [
+        {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    spec.path(path="/v1/models/{model_id}", operations=retrieve)
+
+    spec.path(
+        path="/sdapi/v1/txt2img",
+        operations=_post(
+            "AUTOMATIC1111-compatible txt2img",
+            "Txt2ImgRequest",
+            {
+                "200": {
+                    "description": "AUTOMATIC1111's txt2img response",
+                    **_json(Txt2ImgResponseSchema),
+                },
+                **_errors(400, 404, 413, 415, 500, 503),
+            },
+            "automatic1111",
+        ),
+    )
+    for path, summary, schema in (
+        ("/sdapi/v1/sd-models", "Checkpoints", SdModelSchema(many=True)),
+        ("/sdapi/v1/samplers", "Samplers", SamplerSchema(many=True)),
+        ("/sdapi/v1/schedulers", "Schedule types", ScheduleTypeSchema(many=True)),
+        ("/sdapi/v1/options", "Current checkpoint", OptionsSchema),
+        ("/sdapi/v1/scripts", "Scripts (none)", ScriptsSchema),
+    ):
+        spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
+    return spec.to_dict()
