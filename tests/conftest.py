@@ -192,3 +192,29 @@ def demo_copy(models_dir: Path, tmp_path: Path) -> Callable[[str], Path]:
         return Path(shutil.copytree(models_dir / "demo", tmp_path / "models" / name))
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def two_models_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MODELS_DIR with the demo and a second model, 'other' (the same weights)."""
+    folder = tmp_path_factory.mktemp("two-models")
+    shutil.copytree(models_dir / "demo", folder / "demo")
+    shutil.copytree(models_dir / "demo", folder / "other")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def api_server(
+    base_settings: dict[str, object], two_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A gunicorn server, shared by the client-library tests, serving two models."""
+    log_path = tmp_path_factory.mktemp("api-server") / "server.log"
+    server = launch_server(
+        base_settings, log_path, MODELS_DIR=str(two_models_dir), MAX_LOADED_MODELS=2
+    )
+    try:
+        server.wait_for_ping()
+        server.wait_until_healthy()
+        yield server
+    finally:
+        server.stop()
