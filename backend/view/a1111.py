@@ -135,7 +135,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> Txt2ImgCommand:
         model = self._model(data)
-        defaults = self.catalog.resolve(model).defaults
+        defaults = self.spec(model).defaults
         width, height = self._size(data)
         seed = data.get("seed")
         scheduler = self._scheduler(data)
@@ -174,12 +174,12 @@ class Txt2ImgRequestSchema(GenerationSchema):
         return model_from_title(title) if title else None
 
     def _size(self, data: dict[str, Any]) -> tuple[int, int]:
-        defaults = self.catalog.resolve(self._model(data)).defaults
+        defaults = self.spec(self._model(data)).defaults
         return data.get("width") or defaults.width, data.get("height") or defaults.height
 
     def _scheduler(self, data: dict[str, Any]) -> schedulers.SchedulerChoice | None:
         """The sampler asked for (sampler_name, else sampler_index), with its schedule type."""
-        family = self.catalog.resolve(self._model(data)).family
+        family = self.spec(self._model(data)).family
         name = data.get("sampler_name") or data.get("sampler_index")
         schedule = (data.get("scheduler") or "automatic").lower()
         if schedule not in SCHEDULE_TYPES:

@@ -139,7 +139,7 @@ class GenerateRequestSchema(GenerationSchema):
 
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> GenerateCommand:
-        defaults = self.catalog.resolve(data.get("model")).defaults
+        defaults = self.spec(data.get("model")).defaults
         width, height = self._size(data)
         seed = _first_given(data, "seed", default=-1)
         request = GenerationRequest(
@@ -162,7 +162,7 @@ class GenerateRequestSchema(GenerationSchema):
         return GenerateCommand(request, output, data.get("response_format"))
 
     def _size(self, data: dict[str, Any]) -> tuple[int, int]:
-        defaults = self.catalog.resolve(data.get("model")).defaults
+        defaults = self.spec(data.get("model")).defaults
         return (
             _first_given(data, "width", default=defaults.width),
             _first_given(data, "height", default=defaults.height),

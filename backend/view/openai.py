@@ -133,7 +133,7 @@ class OpenAIImageRequestSchema(GenerationSchema):
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> OpenAIImageCommand:
         model = self._model(data)
-        defaults = self.catalog.resolve(model).defaults
+        defaults = self.spec(model).defaults
         width, height = self._size(data) or (defaults.width, defaults.height)
         seed = data.get("seed")
         request = GenerationRequest(
@@ -163,7 +163,7 @@ class OpenAIImageRequestSchema(GenerationSchema):
         """(width, height) from `size`; the model's own for auto or absent; None if malformed."""
         size = data.get("size")
         if size in (None, "auto"):
-            defaults = self.catalog.resolve(self._model(data)).defaults
+            defaults = self.spec(self._model(data)).defaults
             return defaults.width, defaults.height
         match = _SIZE.match(size)
         return (int(match[1]), int(match[2])) if match else None

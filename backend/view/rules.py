@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
 
-from backend.config import Limits
+from backend.config import Limits, ModelSpec
 from backend.model import schedulers
 from backend.model.registry import ModelCatalog
 from backend.model.types import MAX_SEED
@@ -37,6 +37,13 @@ class GenerationSchema(Schema):
         super().__init__(**kwargs)
         self.limits = limits
         self.catalog = catalog
+        self._specs: dict[str | None, ModelSpec] = {}  # an instance serves one request
+
+    def spec(self, model: str | None) -> ModelSpec:
+        """The spec of the model a request names (404 if unknown), resolved once per request."""
+        if model not in self._specs:
+            self._specs[model] = self.catalog.resolve(model)
+        return self._specs[model]
 
     @pre_load
     def _reject_unknown_with_suggestions(self, data: Any, **_: Any) -> Any:
@@ -72,7 +79,7 @@ class GenerationSchema(Schema):
 
     def size_problems(self, model: str | None, width: int, height: int) -> dict[str, list[str]]:
         """Why `width`x`height` cannot be drawn by `model` within the limits, per side."""
-        multiple = self.catalog.resolve(model).family.size_multiple
+        multiple = self.spec(model).family.size_multiple
         problems: dict[str, list[str]] = {}
         for side, value in (("width", width), ("height", height)):
             if value % multiple:
@@ -88,7 +95,7 @@ class GenerationSchema(Schema):
 
     def scheduler_problem(self, model: str | None, name: str) -> str | None:
         """Why scheduler `name` cannot run `model`, listing those that can."""
-        spec = self.catalog.resolve(model)
+        spec = self.spec(model)
         if schedulers.find(name, spec.family) is not None:
             return None
         known = ", ".join(choice.name for choice in schedulers.choices(spec.family))
