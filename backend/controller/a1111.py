@@ -7,7 +7,7 @@ from dataclasses import replace
 from flask import Blueprint, Response, jsonify
 
 from backend.controller import get_engine
-from backend.controller.request_body import json_object
+from backend.controller.request_body import load_generation
 from backend.model import schedulers
 from backend.model.types import MAX_SEED
 from backend.view.a1111 import (
@@ -27,8 +27,7 @@ blueprint = Blueprint("a1111", __name__, url_prefix="/sdapi/v1")
 def txt2img() -> Response:
     """`n_iter` pipeline calls of `batch_size` images, seeds consecutive across all of them."""
     engine = get_engine()
-    schema = Txt2ImgRequestSchema(limits=engine.settings.limits, catalog=engine.catalog)
-    command = schema.load(json_object())
+    command = load_generation(Txt2ImgRequestSchema)
     results = [engine.generate(command.request)]
     for _ in range(command.n_iter - 1):
         # The first call drew the seed if none was given; the next batches continue from it.

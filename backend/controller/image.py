@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from backend.controller import get_engine
 from backend.controller.negotiation import wants_json
-from backend.controller.request_body import json_object
+from backend.controller.request_body import load_generation
 from backend.model.images import zip_images
 from backend.model.types import GenerationResult
 from backend.view.generate import GenerateRequestSchema, dump_result
@@ -22,8 +22,7 @@ GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 def generate() -> Response:
     """Generate images from a prompt: image bytes (a ZIP for several), or JSON."""
     engine = get_engine()
-    schema = GenerateRequestSchema(limits=engine.settings.limits, catalog=engine.catalog)
-    command = schema.load(json_object())
+    command = load_generation(GenerateRequestSchema)
     result = engine.generate(command.request, command.output)
     media_type = result.images[0].media_type
     if wants_json(command.response_format, media_type, engine.settings.response_format):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from backend.controller import get_engine
-from backend.controller.request_body import json_object
+from backend.controller.request_body import load_generation
 from backend.model.errors import ModelNotFoundError
 from backend.view.openai import (
     OpenAIImageRequestSchema,
@@ -21,8 +21,7 @@ blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 def generate_images() -> Response:
     """OpenAI's `images.generate`: `{"created", "data": [{"b64_json"}]}`."""
     engine = get_engine()
-    schema = OpenAIImageRequestSchema(limits=engine.settings.limits, catalog=engine.catalog)
-    command = schema.load(json_object())
+    command = load_generation(OpenAIImageRequestSchema)
     result = engine.generate(command.request, command.output)
     return jsonify(dump_images(result, command.output.format))
 

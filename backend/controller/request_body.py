@@ -7,6 +7,9 @@ from typing import Any
 from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
+from backend.controller import get_engine
+from backend.view.rules import GenerationSchema
+
 
 def json_object() -> dict[str, Any]:
     """The request body as a JSON object, or a 415/400 that says what is wrong with it."""
@@ -27,6 +30,12 @@ def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest(f"The request body must be a JSON object, not {_json_type(body)}.")
     return body
+
+
+def load_generation(schema_class: type[GenerationSchema]) -> Any:
+    """The JSON body, validated by a generation schema with this server's limits and models."""
+    engine = get_engine()
+    return schema_class(limits=engine.settings.limits, catalog=engine.catalog).load(json_object())
 
 
 def _json_type(value: Any) -> str:

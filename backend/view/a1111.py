@@ -134,23 +134,19 @@ class Txt2ImgRequestSchema(GenerationSchema):
 
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> Txt2ImgCommand:
-        model = self._model(data)
-        defaults = self.spec(model).defaults
+        scheduler = self._scheduler(data)
         width, height = self._size(data)
         seed = data.get("seed")
-        scheduler = self._scheduler(data)
-        request = GenerationRequest(
+        request = self.make_request(
+            self._model(data),
             prompt=data["prompt"],
-            negative_prompt=data.get("negative_prompt") or "",
+            negative_prompt=data.get("negative_prompt"),
             width=width,
             height=height,
-            steps=data.get("steps") or defaults.steps,
-            guidance_scale=(
-                defaults.guidance_scale if data.get("cfg_scale") is None else data["cfg_scale"]
-            ),
-            seed=None if seed in (None, -1) else seed,
-            num_images=data.get("batch_size") or 1,
-            model=model,
+            steps=data.get("steps"),
+            guidance_scale=data.get("cfg_scale"),
+            seed=seed,
+            num_images=data.get("batch_size"),
             scheduler=scheduler.name if scheduler else None,
         )
         parameters = {

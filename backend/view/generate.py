@@ -139,21 +139,16 @@ class GenerateRequestSchema(GenerationSchema):
 
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> GenerateCommand:
-        defaults = self.spec(data.get("model")).defaults
-        width, height = self._size(data)
-        seed = _first_given(data, "seed", default=-1)
-        request = GenerationRequest(
+        request = self.make_request(
+            data.get("model"),
             prompt=data["prompt"],
-            negative_prompt=_first_given(data, "negative_prompt", default=""),
-            width=width,
-            height=height,
-            steps=_first_given(data, "steps", "num_inference_steps", default=defaults.steps),
-            guidance_scale=_first_given(
-                data, "guidance_scale", "cfg_scale", default=defaults.guidance_scale
-            ),
-            seed=None if seed == -1 else seed,
-            num_images=_first_given(data, "num_images", "n", default=1),
-            model=data.get("model"),
+            negative_prompt=data.get("negative_prompt"),
+            width=data.get("width"),
+            height=data.get("height"),
+            steps=_first_given(data, "steps", "num_inference_steps", default=None),
+            guidance_scale=_first_given(data, "guidance_scale", "cfg_scale", default=None),
+            seed=data.get("seed"),
+            num_images=_first_given(data, "num_images", "n", default=None),
             scheduler=data.get("scheduler"),
         )
         output = OutputOptions(

@@ -133,23 +133,17 @@ class OpenAIImageRequestSchema(GenerationSchema):
     @post_load
     def _to_command(self, data: dict[str, Any], **_: Any) -> OpenAIImageCommand:
         model = self._model(data)
-        defaults = self.spec(model).defaults
-        width, height = self._size(data) or (defaults.width, defaults.height)
-        seed = data.get("seed")
-        request = GenerationRequest(
+        width, height = self._size(data) or (None, None)
+        request = self.make_request(
+            model,
             prompt=data["prompt"],
-            negative_prompt=data.get("negative_prompt") or "",
+            negative_prompt=data.get("negative_prompt"),
             width=width,
             height=height,
-            steps=data.get("steps") or defaults.steps,
-            guidance_scale=(
-                defaults.guidance_scale
-                if data.get("guidance_scale") is None
-                else data["guidance_scale"]
-            ),
-            seed=None if seed in (None, -1) else seed,
-            num_images=data.get("n") or 1,
-            model=model,
+            steps=data.get("steps"),
+            guidance_scale=data.get("guidance_scale"),
+            seed=data.get("seed"),
+            num_images=data.get("n"),
             scheduler=data.get("scheduler"),
         )
         output = OutputOptions(data.get("output_format") or "png", data.get("output_compression"))

@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
 from backend.config import Limits, ModelSpec
 from backend.model import schedulers
 from backend.model.registry import ModelCatalog
-from backend.model.types import MAX_SEED
+from backend.model.types import MAX_SEED, GenerationRequest
 
 MIN_SIDE = 64
 MAX_GUIDANCE = 30.0
@@ -76,6 +76,35 @@ class GenerationSchema(Schema):
                     error="Longer than the maximum of {max} characters.",
                 ),
             )
+
+    def make_request(
+        self,
+        model: str | None,
+        *,
+        prompt: str,
+        negative_prompt: str | None,
+        width: int | None,
+        height: int | None,
+        steps: int | None,
+        guidance_scale: float | None,
+        seed: int | None,
+        num_images: int | None,
+        scheduler: str | None,
+    ) -> GenerationRequest:
+        """A GenerationRequest from what a body gave; None (and seed -1) take the defaults."""
+        defaults = self.spec(model).defaults
+        return GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt or "",
+            width=width or defaults.width,
+            height=height or defaults.height,
+            steps=steps or defaults.steps,
+            guidance_scale=defaults.guidance_scale if guidance_scale is None else guidance_scale,
+            seed=None if seed in (None, -1) else seed,
+            num_images=num_images or 1,
+            model=model,
+            scheduler=scheduler,
+        )
 
     def size_problems(self, model: str | None, width: int, height: int) -> dict[str, list[str]]:
         """Why `width`x`height` cannot be drawn by `model` within the limits, per side."""
