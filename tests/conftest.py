@@ -218,3 +218,13 @@ def api_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def family_models_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MODELS_DIR with a demo model of every family: demo (SD), demo-sdxl, demo-sd3."""
+    folder = tmp_path_factory.mktemp("families")
+    shutil.copytree(models_dir / "demo", folder / "demo")
+    save_demo_model(folder / "demo-sdxl", "sdxl")
+    save_demo_model(folder / "demo-sd3", "sd3")
+    return folder

@@ -125,3 +125,38 @@ def test_every_setting_is_documented_in_readme_and_env_file():
     for variable in variables:
         assert f"| `{variable}` |" in readme, f"{variable} missing from README's table"
         assert f"\n{variable}=" in env_text, f"{variable} missing from .env"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("auto", ("auto",)),
+        ("cuda:0,cuda:1", ("cuda:0", "cuda:1")),
+        ("cpu, cpu", ("cpu", "cpu")),
+    ],
+)
+def test_devices_list(env_file, value, expected):
+    overrides = {} if value is None else {"DEVICES": value}
+    settings = load_settings(overrides)
+    assert settings.devices == expected
+    assert settings.device == "auto"
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:0;cuda:1", "cuda:0,,cuda:1", "auto,cpu"])
+def test_bad_devices_name_the_variable(env_file, value):
+    with pytest.raises(ConfigError, match="DEVICES"):
+        load_settings({"DEVICES": value})
+
+
+def test_memory_settings(env_file):
+    memory = load_settings(
+        {"CPU_OFFLOAD": "model", "VAE_TILING": "false", "IDLE_UNLOAD_SECONDS": "90"}
+    ).memory
+    assert (memory.cpu_offload, memory.vae_tiling, memory.idle_unload_seconds) == (
+        "model",
+        "false",
+        90.0,
+    )
+    with pytest.raises(ConfigError, match="CPU_OFFLOAD"):
+        load_settings({"CPU_OFFLOAD": "always"})

@@ -21,6 +21,7 @@ def test_models_lists_present_and_absent_models(make_app, two_models_dir):
         "folder": None,
         "exists": True,
         "loaded": True,
+        "loaded_on": ["cpu"],
         "default": True,
         "family": "sd",
         "defaults": {"steps": 4, "guidance_scale": 5.0, "width": 256, "height": 256},

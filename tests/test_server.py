@@ -54,6 +54,7 @@ def test_health_is_503_while_loading_then_200(server):
     assert seen[0] == 503 and seen[-1] == 200
     assert set(seen) == {503, 200}
     health = requests.get(f"{server.url}/health", timeout=5).json()
+    assert [device["device"] for device in health.pop("devices")] == ["cpu"]
     assert health == {
         "status": "healthy",
         "model_loaded": True,

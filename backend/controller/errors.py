@@ -9,7 +9,12 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from backend.model.errors import ModelLayerError, ModelNotFoundError, ModelNotReadyError
+from backend.model.errors import (
+    DeviceOutOfMemoryError,
+    ModelLayerError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+)
 from backend.view.errors import error_body
 from backend.view.openai import openai_error_body
 
@@ -76,6 +81,8 @@ def _http_error(error: HTTPException) -> Response:
 def _model_error(error: ModelLayerError) -> Response:
     if isinstance(error, ModelNotFoundError):
         return error_response(404, str(error), {"available": error.available})
+    if isinstance(error, DeviceOutOfMemoryError):
+        return error_response(507, str(error))
     # Every other model-layer error means "cannot serve this now": loading, or misconfigured.
     headers = {}
     if isinstance(error, ModelNotReadyError):

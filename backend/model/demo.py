@@ -3,9 +3,10 @@
 It draws abstract noise, fast: it exists so the server can be tried and tested without
 downloading anything, and it is loaded through exactly the same code path as a real model.
 
-    python -m backend.model.demo                 # build into MODELS_DIR/demo if it is missing
-    python -m backend.model.demo --output DIR    # build into DIR
-    python -m backend.model.demo --if-default    # only when DEFAULT_MODEL is the demo
+    python -m backend.model.demo                  # all three into MODELS_DIR, if missing
+    python -m backend.model.demo demo-sdxl        # just one of them
+    python -m backend.model.demo demo --output D  # into folder D
+    python -m backend.model.demo --if-default     # only the default model, if it is a demo
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ DEMO_SEED = 0
 TOKENIZER_MAX_LENGTH = 77  # as every CLIP tokenizer in Stable Diffusion
 
 
-def build_demo_pipeline(seed: int = DEMO_SEED):  # noqa: ANN201 (diffusers is imported lazily)
-    """A Stable Diffusion pipeline of a few million random weights, the same for the same seed."""
+def build_demo_pipeline(family: str = "sd", seed: int = DEMO_SEED):  # noqa: ANN201
+    """A `family` (sd, sdxl, sd3) pipeline of a few million random weights, fixed by `seed`."""
+    builders = {"sd": _build_sd, "sdxl": _build_sdxl, "sd3": _build_sd3}
+    return builders[family](seed)
+
+
+def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     tokenizer = _build_tokenizer()
     # Each component is seeded on its own, so changing one never changes the others' weights.
@@ -48,9 +49,130 @@ def build_demo_pipeline(seed: int = DEMO_SEED):  # noqa: ANN201 (diffusers is im
         attention_head_dim=(2, 4),
         norm_num_groups=32,
     )
-    torch.manual_seed(seed + 1)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_clip_config(tokenizer))
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=_build_vae(seed + 1),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=_euler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _build_sdxl(seed: int):  # noqa: ANN202
+    """SDXL's shape in miniature: two text encoders, concatenated, and `text_time` conditioning."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _build_tokenizer()
+    torch.manual_seed(seed)
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        # Six size/crop numbers, embedded, plus the second encoder's pooled projection.
+        projection_class_embeddings_input_dim=6 * time_embed_dim + _CLIP_WIDTH,
+        cross_attention_dim=2 * _CLIP_WIDTH,  # both encoders' hidden states, side by side
+        norm_num_groups=32,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_clip_config(tokenizer))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer))
+    return StableDiffusionXLPipeline(
+        unet=unet,
+        vae=_build_vae(seed + 1, scaling_factor=0.13025),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        scheduler=_euler(),
+        force_zeros_for_empty_prompt=True,
+    )
+
+
+def _build_sd3(seed: int):  # noqa: ANN202
+    """SD3's shape in miniature: an MMDiT transformer, two CLIP encoders, and no T5."""
+    import torch
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = _build_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,  # as SD3: sides must be multiples of 16
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=2 * _CLIP_WIDTH,  # the CLIP states, unpadded (T5's width in SD3)
+        pooled_projection_dim=2 * _CLIP_WIDTH,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModelWithProjection(_clip_config(tokenizer))
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer))
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        vae=_build_vae(seed + 1, scaling_factor=1.5035, shift_factor=0.0609),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        text_encoder_3=None,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        tokenizer_3=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+
+
+_CLIP_WIDTH = 32
+
+
+def _clip_config(tokenizer):  # noqa: ANN001, ANN202
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_CLIP_WIDTH,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        projection_dim=_CLIP_WIDTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _build_vae(seed: int, **config: float):  # noqa: ANN202
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
     # Four blocks give the real 8x latent scale, so sizes behave as with a real model.
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -60,38 +182,20 @@ def build_demo_pipeline(seed: int = DEMO_SEED):  # noqa: ANN201 (diffusers is im
         latent_channels=4,
         norm_num_groups=8,
         sample_size=256,
+        **config,
     )
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=TOKENIZER_MAX_LENGTH,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+
+
+def _euler():  # noqa: ANN202
+    from diffusers import EulerDiscreteScheduler
+
     # Trailing spacing makes one-step sampling meaningful, as for the Turbo models.
-    scheduler = EulerDiscreteScheduler(
+    return EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         timestep_spacing="trailing",
         steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
     )
 
 
@@ -108,12 +212,16 @@ def _build_tokenizer():  # noqa: ANN202
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TOKENIZER_MAX_LENGTH)
 
 
-def save_demo_model(folder: Path, seed: int = DEMO_SEED) -> Path:
-    """Write the demo model to `folder` as safetensors, atomically: a reader never sees half."""
+# The catalogue's demo names, and the family each is built as.
+DEMO_FAMILIES = {"demo": "sd", "demo-sdxl": "sdxl", "demo-sd3": "sd3"}
+
+
+def save_demo_model(folder: Path, family: str = "sd", seed: int = DEMO_SEED) -> Path:
+    """Write a demo model to `folder` as safetensors, atomically: a reader never sees half."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        build_demo_pipeline(seed).save_pretrained(staging, safe_serialization=True)
+        build_demo_pipeline(family, seed).save_pretrained(staging, safe_serialization=True)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
@@ -123,15 +231,18 @@ def save_demo_model(folder: Path, seed: int = DEMO_SEED) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: build the demo model where the settings (or --output) say."""
-    from backend.config import ConfigError, ModelName, load_settings
+    """Command line: build demo models where the settings (or --output) say."""
+    from backend.config import ConfigError, load_settings
     from backend.model.registry import display_path, resolve_model
 
-    parser = argparse.ArgumentParser(description="Build the tiny random-weight demo model.")
-    parser.add_argument("--output", type=Path, help="folder to write (default: MODELS_DIR/demo)")
+    parser = argparse.ArgumentParser(description="Build the tiny random-weight demo models.")
+    parser.add_argument(
+        "names", nargs="*", choices=[[], *DEMO_FAMILIES], help="demo models (default: all three)"
+    )
+    parser.add_argument("--output", type=Path, help="folder to write one demo model into")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
     parser.add_argument(
-        "--if-default", action="store_true", help="do nothing unless DEFAULT_MODEL is the demo"
+        "--if-default", action="store_true", help="only the default model, if it is a demo"
     )
     args = parser.parse_args(argv)
     try:
@@ -139,21 +250,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    folder = args.output or ModelName.DEMO.spec(settings.models_dir).folder
+    targets = [(name, settings.models_dir / name) for name in args.names or DEMO_FAMILIES]
     if args.if_default:
         spec = resolve_model(settings.default_model, settings.models_dir)
-        if spec.name != ModelName.DEMO.value:
-            return 0
-        folder = spec.folder
-    if (folder / "model_index.json").is_file() and not args.force:
-        print(f"demo model already at {display_path(folder)}")
-        return 0
-    try:
-        save_demo_model(folder)
-    except OSError as error:
-        print(f"cannot write the demo model to {display_path(folder)}: {error}", file=sys.stderr)
-        return 1
-    print(f"demo model written to {display_path(folder)}")
+        targets = [(spec.name, spec.folder)] if spec.name in DEMO_FAMILIES else []
+    elif args.output:
+        targets = [(targets[0][0], args.output)]
+    for name, folder in targets:
+        if (folder / "model_index.json").is_file() and not args.force:
+            print(f"demo model already at {display_path(folder)}")
+            continue
+        try:
+            save_demo_model(folder, DEMO_FAMILIES[name])
+        except OSError as error:
+            print(
+                f"cannot write the demo model to {display_path(folder)}: {error}", file=sys.stderr
+            )
+            return 1
+        print(f"demo model written to {display_path(folder)}")
     return 0
 
 

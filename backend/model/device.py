@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from backend.model.errors import DeviceError
@@ -24,6 +26,36 @@ def resolve_device(setting: str) -> torch.device:
             )
         device = torch.device("cuda", index)
     return device
+
+
+def expand_devices(devices: tuple[str, ...] | None, single: str) -> list[str]:
+    """The devices to run workers on: DEVICES (auto: every visible GPU, else the CPU), or DEVICE."""
+    if devices is None:
+        return [single]
+    if devices == ("auto",):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{index}" for index in range(count)] or ["cpu"]
+    return list(devices)
+
+
+def describe(device: torch.device) -> str:
+    """A human name for `device` (the GPU's model, or "CPU")."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+def memory(device: torch.device) -> dict[str, int] | None:
+    """Bytes used and total on a CUDA device (None on the CPU), and those held by torch."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return {"used": total - free, "total": total, "allocated": torch.cuda.memory_allocated(device)}
+
+
+def release_memory(device: torch.device) -> None:
+    """Give freed memory back: collect garbage, and empty torch's CUDA cache."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:

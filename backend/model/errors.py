@@ -33,3 +33,7 @@ class ModelNotFoundError(ModelLayerError):
             f"Unknown model '{name[:64]}'. Available: {', '.join(available) or 'none'}."
         )
         self.available = available
+
+
+class DeviceOutOfMemoryError(ModelLayerError):
+    """The device ran out of memory for this request; smaller requests may still succeed."""

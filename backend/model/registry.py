@@ -33,6 +33,7 @@ class ModelFolder:
     pipeline_class: str
     family: Family
     variant: str | None  # "fp16" when only `*.fp16.safetensors` files are present
+    absent: tuple[str, ...] = ()  # components to load as None: null in the index, or dropped
 
 
 def display_path(path: Path) -> str:
@@ -123,7 +124,11 @@ class ModelCatalog:
         return inside and (folder / "model_index.json").is_file()
 
 
-def inspect_folder(spec: ModelSpec) -> ModelFolder:
+# SD3's T5 encoder is optional: without it SD3 needs ~10 GB less and prompts lose some detail.
+SD3_T5_COMPONENTS = ("text_encoder_3", "tokenizer_3")
+
+
+def inspect_folder(spec: ModelSpec, drop_t5: bool = False) -> ModelFolder:
     """Check that `spec.folder` is a loadable diffusers folder with safetensors weights."""
     path, shown = spec.folder, display_path(spec.folder)
     if not path.is_dir():
@@ -143,8 +148,14 @@ def inspect_folder(spec: ModelSpec) -> ModelFolder:
             f"Model folder '{shown}' holds a '{pipeline_class or 'unknown'}' pipeline, which is "
             f"not a text-to-image pipeline this server serves (supported: {supported})."
         )
-    variant = _check_weights(path, index, shown)
-    return ModelFolder(path, pipeline_class, family, variant)
+    dropped = SD3_T5_COMPONENTS if drop_t5 and family is Family.SD3 else ()
+    absent = tuple(
+        name
+        for name, entry in index.items()
+        if name in dropped or (isinstance(entry, list) and entry and entry[0] is None)
+    )
+    variant = _check_weights(path, index, shown, skip=absent)
+    return ModelFolder(path, pipeline_class, family, variant, absent)
 
 
 def _how_to_get(spec: ModelSpec) -> str:
@@ -184,13 +195,23 @@ def _native_size(path: Path) -> int | None:
     return None
 
 
-def _check_weights(path: Path, index: dict, shown: str) -> str | None:
+def _check_weights(path: Path, index: dict, shown: str, skip: tuple[str, ...]) -> str | None:
     """Every weight-bearing component must have safetensors; returns the variant to load."""
     variant = None
     for component, entry in index.items():
-        if component.startswith("_") or not isinstance(entry, list) or None in entry:
+        if component.startswith("_") or not isinstance(entry, list) or component in skip:
             continue
         folder = path / component
+        if not folder.is_dir():
+            hint = (
+                " For SD3 without T5, set SD3_DROP_T5=true."
+                if component in SD3_T5_COMPONENTS
+                else ""
+            )
+            raise ModelFolderError(
+                f"Model folder '{shown}' has no '{component}' folder, which model_index.json "
+                f"lists. The download looks incomplete.{hint}"
+            )
         if not (folder / "config.json").is_file() or any(
             marker in str(entry[-1]) for marker in _WEIGHTLESS_MARKERS
         ):

@@ -17,6 +17,30 @@ _STATUS_WORDS = {
 }
 
 
+class MemorySchema(Schema):
+    """Device memory, in bytes (CUDA devices only)."""
+
+    used = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+    allocated = fields.Integer(required=True, metadata={"description": "Held by torch."})
+
+
+class DeviceSchema(Schema):
+    """One device and its worker."""
+
+    index = fields.Integer(required=True)
+    device = fields.String(required=True, metadata={"description": "cpu, cuda:0, ..."})
+    description = fields.String(required=True, metadata={"description": "e.g. the GPU model"})
+    status = fields.String(
+        required=True, validate=validate.OneOf(["healthy", "loading", "error", "stopping"])
+    )
+    loaded_models = fields.List(fields.String(), required=True)
+    queue_depth = fields.Integer(required=True, metadata={"description": "Queued or running."})
+    served = fields.Integer(required=True, metadata={"description": "Jobs finished so far."})
+    memory = fields.Nested(MemorySchema, required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+
+
 class HealthSchema(Schema):
     """Readiness: 'healthy' only when the default model can be served right now."""
 
@@ -32,6 +56,7 @@ class HealthSchema(Schema):
         fields.String(), required=True, metadata={"description": "Models in memory."}
     )
     error = fields.String(metadata={"description": "Why the default model cannot serve."})
+    devices = fields.List(fields.Nested(DeviceSchema), required=True)
 
 
 def dump_health(status: EngineStatus) -> dict[str, Any]:
@@ -42,6 +67,20 @@ def dump_health(status: EngineStatus) -> dict[str, Any]:
         "model": status.model,
         "device": status.device,
         "loaded_models": list(status.loaded_models),
+        "devices": [
+            {
+                "index": device.index,
+                "device": device.device,
+                "description": device.description,
+                "status": "error" if device.error else _STATUS_WORDS[device.state],
+                "loaded_models": list(device.loaded_models),
+                "queue_depth": device.queue_depth,
+                "served": device.served,
+                "memory": device.memory,
+                "error": device.error,
+            }
+            for device in status.devices
+        ],
     }
     if status.error:
         body["error"] = status.error

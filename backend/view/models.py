@@ -31,6 +31,9 @@ class ModelInfoSchema(Schema):
         required=True, metadata={"description": "The folder holds a model_index.json."}
     )
     loaded = fields.Boolean(required=True, metadata={"description": "In memory now."})
+    loaded_on = fields.List(
+        fields.String(), required=True, metadata={"description": "Devices holding it now."}
+    )
     default = fields.Boolean(
         required=True, metadata={"description": "Requests without `model` use it."}
     )
@@ -57,6 +60,7 @@ def dump_models(infos: list[ModelInfo]) -> dict[str, Any]:
             "folder": info.folder,
             "exists": info.exists,
             "loaded": info.loaded,
+            "loaded_on": list(info.loaded_on),
             "default": info.default,
             "family": info.spec.family.value,
             "defaults": asdict(info.spec.defaults),

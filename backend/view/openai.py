@@ -246,6 +246,7 @@ _ERROR_CODES = {
     413: "request_too_large",
     415: "unsupported_media_type",
     503: "service_unavailable",
+    507: "out_of_memory",
 }
 
 
