@@ -24,7 +24,7 @@ install: $(VENV)/.runtime  ## create .venv with the runtime packages
 
 install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
 
-demo-model: install  ## build the random-weight demo model into MODELS_DIR/demo (if missing)
+demo-model: install  ## build the random-weight demo models (demo, demo-sdxl, demo-sd3) if missing
 	$(PY) -m backend.model.demo
 
 run: install  ## serve with gunicorn on HOST:PORT (builds the demo model first if it is the default)

@@ -66,6 +66,9 @@ def test_cli_if_default_builds_only_for_the_demo(tmp_path):
     assert (tmp_path / "demo" / "model_index.json").is_file()
     again = run_cli("--if-default", MODELS_DIR=str(tmp_path), DEFAULT_MODEL="demo")
     assert "already" in again.stdout
+    other_family = run_cli("--if-default", MODELS_DIR=str(tmp_path), DEFAULT_MODEL="demo-sd3")
+    assert other_family.returncode == 0, other_family.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "demo-sd3"]
 
 
 def test_cli_reports_bad_configuration(tmp_path):
