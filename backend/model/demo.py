@@ -218,6 +218,10 @@ DEMO_FAMILIES = {"demo": "sd", "demo-sdxl": "sdxl", "demo-sd3": "sd3"}
 
 def save_demo_model(folder: Path, family: str = "sd", seed: int = DEMO_SEED) -> Path:
     """Write a demo model to `folder` as safetensors, atomically: a reader never sees half."""
+    from diffusers.utils import logging as diffusers_logging
+
+    # Saving SD3 without T5 warns that None "cannot be saved": expected, and noise here.
+    diffusers_logging.set_verbosity_error()
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
