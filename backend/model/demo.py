@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import backend  # noqa: F401  (forces the hub offline before diffusers is imported)
 
@@ -31,24 +32,11 @@ def build_demo_pipeline(family: str = "sd", seed: int = DEMO_SEED):  # noqa: ANN
 
 def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
     import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     tokenizer = _build_tokenizer()
-    # Each component is seeded on its own, so changing one never changes the others' weights.
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=32,  # 32 latent pixels x the VAE's 8 = a 256x256 native size
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
-    )
+    unet = _build_unet(seed, cross_attention_dim=_CLIP_WIDTH)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(_clip_config(tokenizer))
     return StableDiffusionPipeline(
@@ -66,28 +54,19 @@ def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
 def _build_sdxl(seed: int):  # noqa: ANN202
     """SDXL's shape in miniature: two text encoders, concatenated, and `text_time` conditioning."""
     import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = _build_tokenizer()
-    torch.manual_seed(seed)
     time_embed_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
+    unet = _build_unet(
+        seed,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
         # Six size/crop numbers, embedded, plus the second encoder's pooled projection.
         projection_class_embeddings_input_dim=6 * time_embed_dim + _CLIP_WIDTH,
         cross_attention_dim=2 * _CLIP_WIDTH,  # both encoders' hidden states, side by side
-        norm_num_groups=32,
     )
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(_clip_config(tokenizer))
@@ -163,6 +142,26 @@ def _clip_config(tokenizer):  # noqa: ANN001, ANN202
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _build_unet(seed: int, **config: Any):  # noqa: ANN202
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    # Each component is seeded on its own, so changing one never changes the others' weights.
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=32,  # 32 latent pixels x the VAE's 8 = a 256x256 native size
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
+        **config,
     )
 
 
