@@ -31,14 +31,12 @@ def build_demo_pipeline(family: str = "sd", seed: int = DEMO_SEED):  # noqa: ANN
 
 
 def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
-    import torch
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     tokenizer = _build_tokenizer()
     unet = _build_unet(seed, cross_attention_dim=_CLIP_WIDTH)
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_clip_config(tokenizer))
+    text_encoder = _build_text_encoder(CLIPTextModel, tokenizer, seed + 2)
     return StableDiffusionPipeline(
         unet=unet,
         vae=_build_vae(seed + 1),
@@ -53,7 +51,6 @@ def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
 
 def _build_sdxl(seed: int):  # noqa: ANN202
     """SDXL's shape in miniature: two text encoders, concatenated, and `text_time` conditioning."""
-    import torch
     from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -68,10 +65,8 @@ def _build_sdxl(seed: int):  # noqa: ANN202
         projection_class_embeddings_input_dim=6 * time_embed_dim + _CLIP_WIDTH,
         cross_attention_dim=2 * _CLIP_WIDTH,  # both encoders' hidden states, side by side
     )
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_clip_config(tokenizer))
-    torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer))
+    text_encoder = _build_text_encoder(CLIPTextModel, tokenizer, seed + 2)
+    text_encoder_2 = _build_text_encoder(CLIPTextModelWithProjection, tokenizer, seed + 3)
     return StableDiffusionXLPipeline(
         unet=unet,
         vae=_build_vae(seed + 1, scaling_factor=0.13025),
@@ -108,10 +103,8 @@ def _build_sd3(seed: int):  # noqa: ANN202
         joint_attention_dim=2 * _CLIP_WIDTH,  # the CLIP states, unpadded (T5's width in SD3)
         pooled_projection_dim=2 * _CLIP_WIDTH,
     )
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModelWithProjection(_clip_config(tokenizer))
-    torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer))
+    text_encoder = _build_text_encoder(CLIPTextModelWithProjection, tokenizer, seed + 2)
+    text_encoder_2 = _build_text_encoder(CLIPTextModelWithProjection, tokenizer, seed + 3)
     return StableDiffusion3Pipeline(
         transformer=transformer,
         vae=_build_vae(seed + 1, scaling_factor=1.5035, shift_factor=0.0609),
@@ -126,6 +119,14 @@ def _build_sd3(seed: int):  # noqa: ANN202
 
 
 _CLIP_WIDTH = 32
+
+
+def _build_text_encoder(model_class, tokenizer, seed: int):  # noqa: ANN001, ANN202
+    """A CLIP text encoder of `model_class`, its weights fixed by `seed`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model_class(_clip_config(tokenizer))
 
 
 def _clip_config(tokenizer):  # noqa: ANN001, ANN202
