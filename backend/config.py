@@ -157,6 +157,29 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    """Admission control, deadlines, jobs and micro-batching (see README, "Serving under load")."""
+
+    max_queue_size: int  # jobs waiting per device, besides the batch it runs
+    request_timeout_seconds: float  # synchronous requests: wait + run; 0: no deadline
+    job_timeout_seconds: float  # jobs (POST /jobs): wait + run; 0: no deadline
+    job_ttl_seconds: float  # how long a finished job and its images are kept
+    max_stored_jobs: int  # finished jobs kept at most (the oldest go first)
+    max_batch_size: int  # images one pipeline call may serve; 1: no micro-batching
+    batch_wait_ms: float  # how long a lone job waits for company
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """Who may call the server, how often, from which web origins, and what is logged."""
+
+    api_keys: tuple[str, ...]  # empty: no authentication
+    rate_limit: str | None  # flask-limiter notation, e.g. "30/minute"; None: unlimited
+    cors_origins: tuple[str, ...]  # empty: CORS off
+    log_prompts: bool
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the server, typed and validated."""
 
@@ -176,6 +199,8 @@ class Settings:
     embed_metadata: bool
     max_loaded_models: int
     limits: Limits
+    serving: ServingSettings
+    access: AccessSettings
 
 
 def resolve_path(value: str | os.PathLike[str]) -> Path:
@@ -197,7 +222,7 @@ class _SettingsSchema(Schema):
     host = fields.String(data_key="HOST", load_default="0.0.0.0", validate=validate.Length(min=1))
     port = fields.Integer(data_key="PORT", load_default=5000, validate=validate.Range(1, 65535))
     http_threads = fields.Integer(
-        data_key="HTTP_THREADS", load_default=16, validate=validate.Range(1, 256)
+        data_key="HTTP_THREADS", load_default=32, validate=validate.Range(1, 1024)
     )
     graceful_timeout = fields.Integer(
         data_key="GRACEFUL_TIMEOUT", load_default=60, validate=validate.Range(0, 3600)
@@ -271,6 +296,41 @@ class _SettingsSchema(Schema):
     idle_unload_seconds = fields.Float(
         data_key="IDLE_UNLOAD_SECONDS", load_default=0.0, validate=validate.Range(0)
     )
+    max_queue_size = fields.Integer(
+        data_key="MAX_QUEUE_SIZE", load_default=8, validate=validate.Range(0, 100_000)
+    )
+    request_timeout_seconds = fields.Float(
+        data_key="REQUEST_TIMEOUT_SECONDS", load_default=300.0, validate=validate.Range(0)
+    )
+    job_timeout_seconds = fields.Float(
+        data_key="JOB_TIMEOUT_SECONDS", load_default=1800.0, validate=validate.Range(0)
+    )
+    job_ttl_seconds = fields.Float(
+        data_key="JOB_TTL_SECONDS", load_default=3600.0, validate=validate.Range(1)
+    )
+    max_stored_jobs = fields.Integer(
+        data_key="MAX_STORED_JOBS", load_default=1000, validate=validate.Range(1, 1_000_000)
+    )
+    max_batch_size = fields.Integer(
+        data_key="MAX_BATCH_SIZE", load_default=4, validate=validate.Range(1, 64)
+    )
+    batch_wait_ms = fields.Float(
+        data_key="BATCH_WAIT_MS", load_default=0.0, validate=validate.Range(0, 10_000)
+    )
+    api_keys = fields.String(data_key="API_KEYS", load_default=None)
+    api_keys_file = fields.String(data_key="API_KEYS_FILE", load_default=None)
+    rate_limit = fields.String(
+        data_key="RATE_LIMIT", load_default=None, validate=lambda value: _check_rate_limit(value)
+    )
+    cors_origins = fields.String(
+        data_key="CORS_ORIGINS",
+        load_default=None,
+        validate=validate.Regexp(
+            r"^(\*|https?://[^\s,/]+(\s*,\s*https?://[^\s,/]+)*)$",
+            error="must be * or a comma-separated list of origins such as https://app.example.com",
+        ),
+    )
+    log_prompts = fields.Boolean(data_key="LOG_PROMPTS", load_default=False)
 
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:
@@ -293,6 +353,22 @@ class _SettingsSchema(Schema):
             "idle_unload_seconds",
         )
         memory = MemorySettings(**{name: data.pop(name) for name in memory_names})
+        serving_names = (
+            "max_queue_size",
+            "request_timeout_seconds",
+            "job_timeout_seconds",
+            "job_ttl_seconds",
+            "max_stored_jobs",
+            "max_batch_size",
+            "batch_wait_ms",
+        )
+        serving = ServingSettings(**{name: data.pop(name) for name in serving_names})
+        access = AccessSettings(
+            api_keys=_api_keys(data.pop("api_keys"), data.pop("api_keys_file")),
+            rate_limit=data.pop("rate_limit"),
+            cors_origins=_split(data.pop("cors_origins")),
+            log_prompts=data.pop("log_prompts"),
+        )
         data["log_level"] = data["log_level"].lower()
         devices = data.pop("devices")
         return Settings(
@@ -300,8 +376,44 @@ class _SettingsSchema(Schema):
             devices=tuple(d.strip() for d in devices.split(",")) if devices else None,
             limits=limits,
             memory=memory,
+            serving=serving,
+            access=access,
             **data,
         )
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _check_rate_limit(value: str) -> None:
+    # `limits` is flask-limiter's own parser: what passes here is what the limiter enforces.
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValidationError(
+            "must be flask-limiter notation such as 30/minute or 10/second;100/hour"
+        ) from None
+
+
+def _api_keys(listed: str | None, file: str | None) -> tuple[str, ...]:
+    """Keys from API_KEYS (comma-separated) and API_KEYS_FILE (one per line, # comments)."""
+    keys = list(_split(listed))
+    if file:
+        path = resolve_path(file)
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as error:
+            raise ValidationError(
+                f"cannot read {path}: {error.strerror or error}", "API_KEYS_FILE"
+            ) from None
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if any(len(key) < 16 for key in keys):
+        # A short key can be guessed; refusing it is kinder than a breach.
+        raise ValidationError("every API key must be at least 16 characters long", "API_KEYS")
+    return tuple(dict.fromkeys(keys))
 
 
 def setting_names() -> list[str]:
