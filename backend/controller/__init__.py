@@ -7,6 +7,14 @@ from flask import Flask, current_app
 from backend.model.engine import Engine
 
 
+# Endpoints that start generations: RATE_LIMIT counts calls to these (polls and listings are free).
+GENERATING_ENDPOINTS = frozenset(
+    {"image.generate", "jobs.submit", "openai.generate_images", "a1111.txt2img"}
+)
+# Endpoints that answer without an API key: load balancers and orchestrators probe them.
+PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"})
+
+
 def get_engine() -> Engine:
     """The model layer of the running app."""
     return current_app.extensions["engine"]
