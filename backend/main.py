@@ -11,6 +11,7 @@ from flask import Flask
 
 from backend.config import load_settings
 from backend.controller import register_blueprints
+from backend.controller.access import init_access
 from backend.controller.errors import register_error_handlers
 from backend.controller.request_id import init_request_ids
 from backend.model.engine import Engine
@@ -31,6 +32,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     engine = Engine(settings)
     app.extensions["engine"] = engine
     init_request_ids(app)
+    init_access(app, settings)  # early: later hooks (limits, logs) read g.client_id
     register_error_handlers(app)
     register_blueprints(app)
     engine.start()
