@@ -213,6 +213,18 @@ _DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 _DEVICES_PATTERN = r"^(auto|(cpu|cuda(:\d+)?)(\s*,\s*(cpu|cuda(:\d+)?))*)$"
 
 
+def _check_rate_limit(value: str) -> None:
+    # `limits` is flask-limiter's own parser: what passes here is what the limiter enforces.
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValidationError(
+            "must be flask-limiter notation such as 30/minute or 10/second;100/hour"
+        ) from None
+
+
 class _SettingsSchema(Schema):
     """Parses the raw string settings; each error is keyed by the variable's name."""
 
@@ -319,9 +331,7 @@ class _SettingsSchema(Schema):
     )
     api_keys = fields.String(data_key="API_KEYS", load_default=None)
     api_keys_file = fields.String(data_key="API_KEYS_FILE", load_default=None)
-    rate_limit = fields.String(
-        data_key="RATE_LIMIT", load_default=None, validate=lambda value: _check_rate_limit(value)
-    )
+    rate_limit = fields.String(data_key="RATE_LIMIT", load_default=None, validate=_check_rate_limit)
     cors_origins = fields.String(
         data_key="CORS_ORIGINS",
         load_default=None,
@@ -384,18 +394,6 @@ class _SettingsSchema(Schema):
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
-
-
-def _check_rate_limit(value: str) -> None:
-    # `limits` is flask-limiter's own parser: what passes here is what the limiter enforces.
-    from limits import parse_many
-
-    try:
-        parse_many(value)
-    except ValueError:
-        raise ValidationError(
-            "must be flask-limiter notation such as 30/minute or 10/second;100/hour"
-        ) from None
 
 
 def _api_keys(listed: str | None, file: str | None) -> tuple[str, ...]:

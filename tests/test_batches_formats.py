@@ -8,14 +8,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import png_size
+from helpers import pixels, png_size
 from PIL import Image
 
 URL = "/image/generate"
-
-
-def pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
 def test_several_images_come_as_a_zip_named_by_seed(client):

@@ -30,6 +30,7 @@ def test_health_when_loaded(client):
         "status": "healthy",
         "loaded_models": ["demo"],
         "queue_depth": 0,
+        "running": 0,
         "served": 0,
         "memory": None,  # reported for CUDA devices
         "error": None,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ServerProcess, launch_server
-from helpers import png_size
+from helpers import assert_nearly_identical, png_size
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,10 @@ def test_concurrent_clients_all_get_their_image_and_ping_stays_up(server):
         thread.join(timeout=120)
     assert sorted(results) == [0, 1, 2, 3]
     assert len(set(results.values())) == 4  # every client got its own seed's image
-    assert generate_ok(server.url, seed=2, steps=8, width=384, height=384) == results[2]
+    # They may have been micro-batched together; alone, the image is the same picture.
+    assert_nearly_identical(
+        generate_ok(server.url, seed=2, steps=8, width=384, height=384), results[2]
+    )
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -6,7 +6,6 @@ from flask import Flask, current_app
 
 from backend.model.engine import Engine
 
-
 # Endpoints that start generations: RATE_LIMIT counts calls to these (polls and listings are free).
 GENERATING_ENDPOINTS = frozenset(
     {"image.generate", "jobs.submit", "openai.generate_images", "a1111.txt2img"}
@@ -22,7 +21,7 @@ def get_engine() -> Engine:
 
 def register_blueprints(app: Flask) -> None:
     """Attach every resource's routes to `app`."""
-    from backend.controller import a1111, health, image, models, openai, openapi
+    from backend.controller import a1111, health, image, jobs, models, openai, openapi
 
-    for module in (health, image, models, openai, a1111, openapi):
+    for module in (health, image, jobs, models, openai, a1111, openapi):
         app.register_blueprint(module.blueprint)

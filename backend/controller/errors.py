@@ -11,9 +11,15 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.model.errors import (
     DeviceOutOfMemoryError,
+    GenerationFailedError,
+    GenerationTimeoutError,
+    JobGoneError,
+    JobNotFinishedError,
+    JobNotFoundError,
     ModelLayerError,
     ModelNotFoundError,
     ModelNotReadyError,
+    QueueFullError,
 )
 from backend.view.errors import error_body
 from backend.view.openai import openai_error_body
@@ -78,21 +84,36 @@ def _http_error(error: HTTPException) -> Response:
     return error_response(error.code or 500, message, details, headers)
 
 
+# Model-layer errors with a status of their own; every other one means "cannot serve this now"
+# (loading, busy or misconfigured): 503.
+_STATUS = {
+    ModelNotFoundError: 404,
+    JobNotFoundError: 404,
+    JobNotFinishedError: 409,
+    JobGoneError: 410,
+    GenerationTimeoutError: 504,
+    DeviceOutOfMemoryError: 507,
+}
+
+
 def _model_error(error: ModelLayerError) -> Response:
+    if isinstance(error, GenerationFailedError):
+        return _unexpected(error)
     if isinstance(error, ModelNotFoundError):
         return error_response(404, str(error), {"available": error.available})
-    if isinstance(error, DeviceOutOfMemoryError):
-        return error_response(507, str(error))
-    # Every other model-layer error means "cannot serve this now": loading, or misconfigured.
+    status = next((code for kind, code in _STATUS.items() if isinstance(error, kind)), 503)
     headers = {}
-    if isinstance(error, ModelNotReadyError):
+    if isinstance(error, ModelNotReadyError | QueueFullError):
         headers["Retry-After"] = str(error.retry_after_seconds)
-    return error_response(503, str(error), headers=headers)
+    return error_response(status, str(error), headers=headers)
 
 
 def _unexpected(error: Exception) -> Response:
     request_id = g.get("request_id", "-")
-    log.exception("unexpected error in request %s", request_id)
+    if isinstance(error, GenerationFailedError):  # the device worker logged the traceback
+        log.error("request %s: %s", request_id, error)
+    else:
+        log.exception("unexpected error in request %s", request_id)
     return error_response(
         500,
         f"Internal server error. Quote request id {request_id} when reporting it.",

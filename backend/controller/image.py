@@ -8,7 +8,7 @@ from backend.controller import get_engine
 from backend.controller.negotiation import wants_json
 from backend.controller.request_body import load_generation
 from backend.model.images import zip_images
-from backend.model.types import GenerationResult
+from backend.model.types import EncodedImage, GenerationResult
 from backend.view.generate import GenerateRequestSchema, dump_result
 
 blueprint = Blueprint("image", __name__)
@@ -29,23 +29,29 @@ def generate() -> Response:
         response = jsonify(dump_result(result))
     else:
         response = _file_response(result)
-    response.headers.update(_result_headers(result))
+    response.headers.update(result_headers(result))
     response.vary.add("Accept")
     return response
 
 
 def _file_response(result: GenerationResult) -> Response:
     if len(result.images) == 1:
-        image = result.images[0]
-        data, media_type, name = image.data, image.media_type, f"{image.seed}.{image.extension}"
-    else:
-        data, media_type, name = zip_images(result.images), "application/zip", f"{result.seed}.zip"
-    response = Response(data, mimetype=media_type)
+        return image_response(result.images[0])
+    response = Response(zip_images(result.images), mimetype="application/zip")
+    response.headers["Content-Disposition"] = f'inline; filename="{result.seed}.zip"'
+    return response
+
+
+def image_response(image: EncodedImage) -> Response:
+    """One image as a file download named after its seed."""
+    response = Response(image.data, mimetype=image.media_type)
+    name = f"{image.seed}.{image.extension}"
     response.headers["Content-Disposition"] = f'inline; filename="{name}"'
     return response
 
 
-def _result_headers(result: GenerationResult) -> dict[str, str]:
+def result_headers(result: GenerationResult) -> dict[str, str]:
+    """Headers that say how a result was made."""
     return {
         "X-Seed": str(result.seed),
         "X-Seeds": ",".join(map(str, result.seeds)),

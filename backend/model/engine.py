@@ -6,18 +6,39 @@ scale-out mode can make the same call inside a queue worker.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
+
 from backend.config import ModelSpec, Settings
-from backend.model.errors import ModelNotReadyError, ModelUnavailableError
+from backend.metrics import ServerMetrics
+from backend.model.errors import (
+    GenerationFailedError,
+    GenerationTimeoutError,
+    JobNotFinishedError,
+    ModelNotReadyError,
+    ModelUnavailableError,
+    QueueFullError,
+)
 from backend.model.images import encode, infotext
+from backend.model.jobs import Job, JobStatus, JobStore
 from backend.model.registry import ModelCatalog, display_path
-from backend.model.types import MAX_SEED, GenerationRequest, GenerationResult, OutputOptions
+from backend.model.types import (
+    MAX_SEED,
+    GenerationRequest,
+    GenerationResult,
+    OutputOptions,
+)
 from backend.model.worker import DeviceWorker, WorkerState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,7 +50,8 @@ class DeviceStatus:
     description: str
     state: WorkerState
     loaded_models: tuple[str, ...]
-    queue_depth: int
+    queue_depth: int  # waiting
+    running: int  # in the batch on the device now
     served: int
     memory: dict[str, int] | None
     error: str | None
@@ -73,12 +95,17 @@ class ModelInfo:
 class Engine:
     """Serves generations on one worker per device; one engine per app, so per process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: ServerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or ServerMetrics()
         self.catalog = ModelCatalog(settings.default_model, settings.models_dir)
+        self.jobs = JobStore(settings.serving.job_ttl_seconds, settings.serving.max_stored_jobs)
         self._workers: tuple[DeviceWorker, ...] = ()
         self._started = threading.Event()
         self._dispatch = threading.Lock()  # choosing a device and queueing on it, atomically
+        # Encodes finished async jobs, so the device thread goes straight on to the next batch.
+        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        self.metrics.watch(self._state_metrics)
 
     def pipeline(self, name: str | None = None, device: int = 0) -> Any:
         """A loaded pipeline or None (a seam for tests; see `DeviceWorker.pipeline`)."""
@@ -98,7 +125,7 @@ class Engine:
 
         names = devices.expand_devices(self.settings.devices, self.settings.device)
         workers = tuple(
-            DeviceWorker(index, name, self.settings, self.catalog.default)
+            DeviceWorker(index, name, self.settings, self.catalog.default, self.metrics)
             for index, name in enumerate(names)
         )
         for worker in workers:
@@ -107,10 +134,18 @@ class Engine:
         self._started.set()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish queued work and release the worker threads."""
-        self._started.wait(timeout)
+        """Refuse new work, finish what was accepted (within `timeout`), release the threads."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        self._started.wait(left())
+        for worker in self._workers:  # all refuse new jobs at once, then each drains
+            worker.refuse()
         for worker in self._workers:
-            worker.stop(timeout)
+            worker.stop(left())
+        self._encoder.shutdown(wait=True)
 
     def wait_until_loaded(self, timeout: float) -> bool:
         """Block until every device finished starting (either way); False on timeout."""
@@ -133,7 +168,8 @@ class Engine:
                 description=worker.description,
                 state=worker.state,
                 loaded_models=worker.loaded_models,
-                queue_depth=worker.pending,
+                queue_depth=worker.queued,
+                running=worker.running,
                 served=worker.served,
                 memory=worker.memory(),
                 error=worker.error or worker.model_errors.get(default),
@@ -186,34 +222,129 @@ class Engine:
     def generate(
         self, request: GenerationRequest, output: OutputOptions | None = None
     ) -> GenerationResult:
-        """Run one generation (one or more images) and return them encoded."""
-        output = output or OutputOptions()
+        """Run one generation (one or more images) within REQUEST_TIMEOUT_SECONDS, encoded."""
+        job = self._submit(request, output, self.settings.serving.request_timeout_seconds)
+        if not job.wait(job.remaining()):
+            # The device may be mid-step: the job's step callback stops it at the next step.
+            self._abandon(job)
+        if job.error is not None:
+            if isinstance(job.error, GenerationTimeoutError):
+                self.metrics.rejections.labels("timeout").inc()
+            raise job.error
+        result = self._encode(job)  # here, on the request's thread: the device goes on
+        job.succeed(result)
+        return result
+
+    def submit_job(self, request: GenerationRequest, output: OutputOptions | None = None) -> Job:
+        """Queue a generation to fetch later (`job`), within JOB_TIMEOUT_SECONDS."""
+        job = self._submit(request, output, self.settings.serving.job_timeout_seconds, keep=True)
+        return job
+
+    def job(self, job_id: str) -> Job:
+        """A job submitted with `submit_job`, while it is kept."""
+        return self.jobs.get(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a queued or running job; a finished one is forgotten with its images."""
+        job = self.jobs.get(job_id)
+        if job.cancel():
+            self._withdraw(job)
+            log.info("job %s cancelled", job.id)
+        else:
+            self.jobs.forget(job, "it was deleted")
+        return job
+
+    def job_result(self, job_id: str) -> GenerationResult:
+        """The result, with encoded images, of a job that succeeded."""
+        job = self.jobs.get(job_id)
+        result = job.result
+        if job.status is not JobStatus.SUCCEEDED or result is None:
+            raise JobNotFinishedError(f"Job {job.id} has no images: it is {job.status}.")
+        return result
+
+    def _submit(
+        self,
+        request: GenerationRequest,
+        output: OutputOptions | None,
+        timeout: float,
+        keep: bool = False,
+    ) -> Job:
         spec = self.catalog.resolve(request.model)
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         request = replace(request, seed=seed, model=spec.name)
-        with self._dispatch:
-            job = self._choose(spec).submit(spec, request)
-        raw = job.future.result()
-        # Encoding happens here, on the request's thread, so the device goes on to the next job.
+        job = Job(spec, request, output or OutputOptions(), timeout or None)
+        if keep:
+            job.on_drawn = lambda drawn: self._encoder.submit(self._finish_async, drawn)
+            self.jobs.add(job)
+        try:
+            with self._dispatch:
+                self._choose(spec).submit(job)
+        except (QueueFullError, ModelNotReadyError) as error:
+            reason = "queue_full" if isinstance(error, QueueFullError) else "not_ready"
+            self.metrics.rejections.labels(reason).inc()
+            if keep:
+                self.jobs.forget(job, "it was refused")
+            raise
+        except BaseException:
+            if keep:
+                self.jobs.forget(job, "it was refused")
+            raise
+        return job
+
+    def _abandon(self, job: Job) -> None:
+        if job.expire():
+            self._withdraw(job)
+            log.info("job %s stopped after its %.0f s deadline", job.id, job.timeout or 0)
+
+    def _withdraw(self, job: Job) -> None:
+        for worker in self._workers:
+            worker.withdraw(job)
+
+    def _finish_async(self, job: Job) -> None:
+        try:
+            job.succeed(self._encode(job))
+        except Exception:  # an encoder failure must not leave the job "running" forever
+            log.exception("encoding the images of job %s failed", job.id)
+            job.fail_encoding(GenerationFailedError("Encoding the images failed."))
+
+    def _encode(self, job: Job) -> GenerationResult:
+        raw, request, output = job.raw, job.request, job.output
+        assert raw is not None  # only called once the images are drawn
         embed = self.settings.embed_metadata and output.format == "png"
         images = [
             encode(
                 image,
                 seed,
                 output,
-                infotext(request, seed, raw.scheduler.label, spec.name) if embed else None,
+                infotext(request, seed, raw.scheduler.label, job.spec.name) if embed else None,
             )
             for image, seed in zip(raw.images, request.seeds(), strict=True)
         ]
         return GenerationResult(
             images=images,
-            model=spec.name,
+            model=job.spec.name,
             request=request,
             scheduler=raw.scheduler.name,
             sampler=raw.scheduler.label,
-            generation_seconds=job.finished_at - job.started_at,
-            queue_seconds=job.started_at - job.submitted_at,
+            generation_seconds=job.run_seconds(),
+            queue_seconds=job.queue_seconds(),
         )
+
+    def _state_metrics(self) -> Iterable[GaugeMetricFamily]:
+        queued = GaugeMetricFamily(
+            "t2i_queue_depth", "Generations waiting for each device.", labels=["device"]
+        )
+        running = GaugeMetricFamily(
+            "t2i_running", "Generations on each device now.", labels=["device"]
+        )
+        for worker in self._workers:
+            name = worker.device_name or worker.device_setting
+            queued.add_metric([name], worker.queued)
+            running.add_metric([name], worker.running)
+        jobs = GaugeMetricFamily("t2i_jobs", "Jobs kept, by status.", labels=["status"])
+        for status, count in self.jobs.counts().items():
+            jobs.add_metric([status], count)
+        return [queued, running, jobs]
 
     def _choose(self, spec: ModelSpec) -> DeviceWorker:
         """The least-loaded device holding `spec`, else the least-loaded that can load it."""
@@ -226,5 +357,12 @@ class Engine:
             raise ModelUnavailableError(
                 next((r for r in reasons if r), "The server is shutting down.")
             )
-        holding = [w for w in ready if spec.name in w.loaded_models]
-        return min(holding or ready, key=lambda worker: worker.pending)
+        open_ = [w for w in ready if w.has_room()]
+        if not open_:
+            raise QueueFullError(
+                "The server is busy: every device's queue is full "
+                f"(MAX_QUEUE_SIZE={self.settings.serving.max_queue_size}). Retry later.",
+                min(w.retry_after() for w in ready),
+            )
+        holding = [w for w in open_ if spec.name in w.loaded_models]
+        return min(holding or open_, key=lambda worker: worker.pending)

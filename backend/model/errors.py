@@ -37,3 +37,31 @@ class ModelNotFoundError(ModelLayerError):
 
 class DeviceOutOfMemoryError(ModelLayerError):
     """The device ran out of memory for this request; smaller requests may still succeed."""
+
+
+class QueueFullError(ModelLayerError):
+    """Every device's queue is full; the request may be retried after `retry_after_seconds`."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class GenerationTimeoutError(ModelLayerError):
+    """A generation waited and ran longer than its deadline, and was stopped."""
+
+
+class JobNotFoundError(ModelLayerError):
+    """No job has this id (or it was never this process's)."""
+
+
+class JobGoneError(ModelLayerError):
+    """The job existed but its results were dropped (expired, deleted or evicted)."""
+
+
+class JobNotFinishedError(ModelLayerError):
+    """The job's images were asked for before it succeeded."""
+
+
+class GenerationFailedError(ModelLayerError):
+    """The pipeline raised something unexpected; the details are in the server log only."""

@@ -11,27 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
+import math
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from backend.config import Family, ModelSpec, Settings
+from backend.metrics import ServerMetrics
 from backend.model import schedulers
 from backend.model.errors import (
     DeviceOutOfMemoryError,
+    GenerationFailedError,
     ModelFolderError,
     ModelLayerError,
     ModelNotReadyError,
     ModelUnavailableError,
+    QueueFullError,
 )
+from backend.model.jobs import Job, RawOutput
 from backend.model.registry import display_path, inspect_folder
-from backend.model.types import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +49,19 @@ class WorkerState(StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass
-class Job:
-    """A generation waiting for, or being served by, a device worker."""
-
-    spec: ModelSpec
-    request: GenerationRequest  # seed already drawn
-    future: Future = field(default_factory=Future)
-    submitted_at: float = field(default_factory=time.perf_counter)
-    started_at: float = 0.0
-    finished_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class RawOutput:
-    """What one pipeline call produced: PIL images, and the scheduler that made them."""
-
-    images: list[Any]
-    scheduler: schedulers.SchedulerChoice
+def batch_key(job: Job) -> tuple:
+    """Jobs with equal keys can share one pipeline call (each keeps its prompts and seeds)."""
+    r = job.request
+    # With and without a negative prompt differ in how the unconditional embedding is made.
+    return (
+        job.spec.name,
+        r.width,
+        r.height,
+        r.steps,
+        r.guidance_scale,
+        r.scheduler,
+        bool(r.negative_prompt),
+    )
 
 
 @dataclass
@@ -76,32 +73,42 @@ class _Loaded:
 
 
 class DeviceWorker:
-    """Owns one device's pipelines and the thread that alone may touch them."""
+    """Owns one device's pipelines, its bounded queue, and the thread that alone may touch them."""
 
-    def __init__(self, index: int, device: str, settings: Settings, preload: ModelSpec) -> None:
+    def __init__(
+        self,
+        index: int,
+        device: str,
+        settings: Settings,
+        preload: ModelSpec,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self.index = index
         self.device_setting = device
         self.settings = settings
         self.preload = preload
+        self.metrics = metrics or ServerMetrics()
         self.device_name: str | None = None  # known once torch has resolved `auto`
         self.description = ""  # e.g. the GPU's model
         self.state = WorkerState.LOADING
         self.error: str | None = None  # why the device cannot be used
         self.model_errors: dict[str, str] = {}  # latest failure per model, cleared on success
         self.loaded_models: tuple[str, ...] = ()  # a snapshot other threads may read
-        self.pending = 0  # jobs queued or running here
         self.served = 0
-        # Fault-injection seam for tests: called on this thread after every denoising step.
+        # Fault-injection seam for tests and benchmarks: called on this thread after every
+        # denoising step, before deadlines and cancellations are checked.
         self.step_hook: StepHook | None = None
         self._broken: set[str] = set()  # models whose weights failed to load: not retried
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
         self._device: Any = None
         self._dtype: Any = None
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._queue: deque[Job] = deque()
+        self._running: tuple[Job, ...] = ()  # the batch on the device now
+        self._batch_seconds = 1.0  # a moving average, for Retry-After
         self._load_ended = threading.Event()
-        # Held while checking the state and queueing, so no job can land behind stop()'s
-        # sentinel, and while counting pending jobs.
-        self._intake = threading.Lock()
+        # Guards the queue, the running batch and the state: no job can land behind stop(),
+        # and a full queue is judged on a consistent view.
+        self._lock = threading.Condition()
         self._thread = threading.Thread(
             target=self._run, name=f"device-{index}-{device}", daemon=True
         )
@@ -124,15 +131,50 @@ class DeviceWorker:
 
         return devices.memory(self._device)
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for this device."""
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        """Jobs in the batch on the device now."""
+        return len(self._running)
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running here."""
+        return len(self._queue) + len(self._running)
+
+    def has_room(self) -> bool:
+        """Whether `submit` would accept a job now."""
+        with self._lock:
+            return self._has_room()
+
+    def _has_room(self) -> bool:
+        # MAX_QUEUE_SIZE counts jobs that wait behind the running batch: an idle device takes
+        # one more, the job it is about to start.
+        limit = self.settings.serving.max_queue_size + (0 if self._running else 1)
+        return len(self._queue) < limit
+
+    def retry_after(self) -> int:
+        """Seconds until a place in the queue is likely to free up."""
+        batches = len(self._queue) / self.settings.serving.max_batch_size + 1
+        return max(1, min(600, math.ceil(self._batch_seconds * batches)))
+
     def start(self) -> None:
         """Start loading in the background; returns at once."""
         self._thread.start()
 
+    def refuse(self) -> None:
+        """Refuse new jobs from now on; queued ones are still served."""
+        with self._lock:
+            self.state = WorkerState.STOPPED
+            self._lock.notify_all()
+
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new jobs, finish the queued ones, then end the thread."""
-        with self._intake:
-            self.state = WorkerState.STOPPED
-            self._jobs.put(None)
+        self.refuse()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -140,21 +182,39 @@ class DeviceWorker:
         """Block until start-up ended (either way); False if still loading after `timeout`."""
         return self._load_ended.wait(timeout)
 
-    def submit(self, spec: ModelSpec, request: GenerationRequest) -> Job:
-        """Queue a generation; its future resolves to a RawOutput."""
-        with self._intake:
+    def submit(self, job: Job) -> None:
+        """Queue a job, or refuse it at once (still loading, unusable, or the queue is full)."""
+        with self._lock:
             if self.state is WorkerState.LOADING:
                 raise ModelNotReadyError(
                     f"Model '{self.preload.name}' is still loading; retry shortly."
                 )
             if self.state is not WorkerState.READY:
                 raise ModelUnavailableError(self.error or "The server is shutting down.")
-            if spec.name in self._broken:
-                raise ModelUnavailableError(self.model_errors[spec.name])
-            job = Job(spec, request)
-            self.pending += 1
-            self._jobs.put(job)
-        return job
+            if job.spec.name in self._broken:
+                raise ModelUnavailableError(self.model_errors[job.spec.name])
+            if not self._has_room():
+                raise QueueFullError(
+                    f"The server is busy: {len(self._queue)} generations are already waiting "
+                    f"for {self.device_name}. Retry later.",
+                    self.retry_after(),
+                )
+            job.position = self.position
+            self._queue.append(job)
+            self._lock.notify_all()
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs wait ahead of `job` (0: it runs next); None if it is not queued."""
+        with self._lock:
+            try:
+                return self._queue.index(job)
+            except ValueError:
+                return 0 if job.started is None and not job.status.final else None
+
+    def withdraw(self, job: Job) -> None:
+        """Take a cancelled or abandoned job out of the queue, freeing its place at once."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._queue.remove(job)
 
     def _run(self) -> None:
         try:
@@ -162,14 +222,49 @@ class DeviceWorker:
         finally:
             self._load_ended.set()
         while True:
-            try:
-                job = self._jobs.get(timeout=self._idle_wait())
-            except queue.Empty:
-                self._unload_idle()
-                continue
-            if job is None:
+            batch = self._take()
+            if batch is None:
                 return
-            self._serve(job)
+            if batch:
+                self._serve(batch)
+            else:
+                self._unload_idle()
+
+    def _take(self) -> list[Job] | None:
+        """The next batch: the oldest job and compatible ones behind it. [] when it is time to
+        unload idle models; None once stopped and drained."""
+        serving = self.settings.serving
+        with self._lock:
+            while not self._queue:
+                if self.state is WorkerState.STOPPED:
+                    return None
+                if not self._lock.wait(self._idle_wait()) and not self._queue:
+                    return []
+            batch = [self._queue.popleft()]
+            room = serving.max_batch_size - batch[0].request.num_images
+            # With BATCH_WAIT_MS a lone job waits that long for company; under load, the queue
+            # fills while the device is busy and batches form without any waiting.
+            until = time.monotonic() + serving.batch_wait_ms / 1000
+            while room > 0:
+                room = self._gather(batch, room)
+                left = until - time.monotonic()
+                if room <= 0 or left <= 0 or self.state is WorkerState.STOPPED:
+                    break
+                self._lock.wait(left)
+            self._running = tuple(batch)
+            return batch
+
+    def _gather(self, batch: list[Job], room: int) -> int:
+        """Move queued jobs that fit `batch` into it, oldest first; returns the room left."""
+        key = batch_key(batch[0])
+        for job in list(self._queue):
+            if room <= 0:
+                break
+            if job.request.num_images <= room and batch_key(job) == key:
+                self._queue.remove(job)
+                batch.append(job)
+                room -= job.request.num_images
+        return room
 
     def _start(self) -> None:
         try:
@@ -190,26 +285,30 @@ class DeviceWorker:
         self._set_state(WorkerState.READY)
 
     def _set_state(self, state: WorkerState) -> None:
-        with self._intake:
+        with self._lock:
             if self.state is not WorkerState.STOPPED:  # stop() during start-up wins
                 self.state = state
 
-    def _serve(self, job: Job) -> None:
+    def _serve(self, batch: list[Job]) -> None:
         import torch
 
-        if not job.future.set_running_or_notify_cancel():
-            self._finished()
-            return
-        job.started_at = time.perf_counter()
-        output = failure = None
+        images = sum(job.request.num_images for job in batch)
+        # A job cancelled or past its deadline while queued is not run.
+        jobs = [job for job in batch if job.begin(images)]
+        failure: ModelLayerError | None = None
         out_of_memory = False
+        started = time.monotonic()
+        outputs: list[RawOutput] = []
         try:
-            output = self._generate(self._model(job.spec), job.request)
+            if jobs:
+                outputs = self._generate(self._model(jobs[0].spec), jobs)
         except torch.cuda.OutOfMemoryError:
             out_of_memory = True  # no reference kept: its traceback pins the tensors
-        except BaseException as error:  # the thread must outlive any one request
+        except ModelLayerError as error:
             failure = error
-        job.finished_at = time.perf_counter()
+        except BaseException:  # the thread must outlive any one request
+            log.exception("generation failed on %s", self.device_name)
+            failure = GenerationFailedError("The generation failed on the device.")
         if out_of_memory:
             # Outside the except block, where nothing holds the failed run's tensors any more.
             self._release_memory()
@@ -218,16 +317,23 @@ class DeviceWorker:
                 "fewer images, or set CPU_OFFLOAD=model, VAE_TILING=true or ATTENTION_SLICING=true."
             )
             log.warning("out of memory on %s; memory released", self.device_name)
-        self._finished()
-        if failure is None:
-            job.future.set_result(output)
-        else:
-            job.future.set_exception(failure)
-
-    def _finished(self) -> None:
-        with self._intake:
-            self.pending -= 1
-            self.served += 1
+        seconds = time.monotonic() - started
+        if jobs and failure is None:
+            self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+            self.metrics.generation_seconds.labels(jobs[0].spec.name).observe(seconds)
+            self.metrics.batch_images.observe(images)
+        for job in jobs:
+            self.metrics.queue_seconds.observe(job.queue_seconds())
+            if failure is not None:
+                self.metrics.failures.labels(type(failure).__name__).inc()
+                job.fail(failure)
+        for job, output in zip(jobs, outputs, strict=False):
+            job.drawn(output)
+            if job.raw is not None:
+                self.metrics.images.labels(job.spec.name).inc(len(output.images))
+        with self._lock:
+            self._running = ()
+            self.served += len(batch)
 
     def _model(self, spec: ModelSpec) -> _Loaded:
         """The loaded model for `spec`, loading it (and unloading the least recently used)."""
@@ -275,12 +381,9 @@ class DeviceWorker:
         self._loaded[spec.name] = _Loaded(pipeline, folder.family, pipeline.scheduler)
         self.loaded_models = tuple(self._loaded)
         self.model_errors.pop(spec.name, None)
-        log.info(
-            "model %s ready on %s in %.2fs",
-            spec.name,
-            self.device_name,
-            time.perf_counter() - started,
-        )
+        seconds = time.perf_counter() - started
+        self.metrics.model_load_seconds.labels(spec.name, self.device_name).set(seconds)
+        log.info("model %s ready on %s in %.2fs", spec.name, self.device_name, seconds)
         return self._loaded[spec.name]
 
     def _record_failure(self, spec: ModelSpec, message: str) -> None:
@@ -313,9 +416,11 @@ class DeviceWorker:
             if now - loaded.last_used >= idle:
                 self._unload(name, f"after {idle:g}s without requests (IDLE_UNLOAD_SECONDS)")
 
-    def _generate(self, model: _Loaded, request: GenerationRequest) -> RawOutput:
+    def _generate(self, model: _Loaded, jobs: list[Job]) -> list[RawOutput]:
+        """One pipeline call for `jobs` (compatible by `batch_key`); one output per job."""
         import torch
 
+        request = jobs[0].request
         choice = None
         if request.scheduler is not None:
             choice = schedulers.find(request.scheduler, model.family)
@@ -330,36 +435,66 @@ class DeviceWorker:
         )
         # Decoding a large image in tiles bounds its memory; small ones decode faster whole.
         (pipeline.vae.enable_tiling if tile else pipeline.vae.disable_tiling)()
-        extra: dict[str, Any] = {}
-        if self.step_hook is not None:
-            extra["callback_on_step_end"] = self._step_end(self.step_hook, request.steps)
-        # One CPU generator per image: image k of a batch starts from the same noise as a
-        # request for seed+k alone, on any device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds()]
+        # One CPU generator per image: image k of a request starts from the same noise as a
+        # request for seed+k alone, on any device, batched with other requests or not.
+        generators = [
+            torch.Generator("cpu").manual_seed(seed) for job in jobs for seed in job.request.seeds()
+        ]
+        if len(jobs) == 1:
+            # Exactly the call a lone request always made: MAX_BATCH_SIZE=1 changes nothing.
+            prompts: Any = request.prompt
+            # None, not "", so each family uses its own unconditional embedding
+            # (SDXL zeroes it for an empty negative prompt).
+            negatives: Any = request.negative_prompt or None
+            per_prompt = request.num_images
+        else:
+            # One prompt per image, each image's own.
+            per_image = [job.request for job in jobs for _ in range(job.request.num_images)]
+            prompts = [each.prompt for each in per_image]
+            negatives = None
+            if request.negative_prompt:  # batch_key: all of them have one, or none has
+                negatives = [each.negative_prompt for each in per_image]
+            per_prompt = 1
         with torch.inference_mode():
             output = pipeline(
-                prompt=request.prompt,
-                # None, not "", so each family uses its own unconditional embedding
-                # (SDXL zeroes it for an empty negative prompt).
-                negative_prompt=request.negative_prompt or None,
+                prompt=prompts,
+                negative_prompt=negatives,
                 width=request.width,
                 height=request.height,
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance_scale,
-                num_images_per_prompt=request.num_images,
+                num_images_per_prompt=per_prompt,
                 generator=generators,
                 output_type="pil",
-                **extra,
+                callback_on_step_end=self._step_end(jobs),
             )
         if choice is None:
             base = model.base_scheduler
             choice = schedulers.describe(type(base).__name__, base.config, model.family)
-        return RawOutput(list(output.images), choice)
+        images = list(output.images)
+        outputs = []
+        for job in jobs:
+            count = job.request.num_images
+            outputs.append(RawOutput(images[:count], choice))
+            images = images[count:]
+        return outputs
 
-    @staticmethod
-    def _step_end(hook: StepHook, total: int) -> Callable[..., dict]:
-        def callback(_pipeline: Any, step: int, _timestep: Any, kwargs: dict) -> dict:
-            hook(step + 1, total)
+    def _step_end(self, jobs: list[Job]) -> Callable[..., dict]:
+        """diffusers' step-end callback: progress, the test seam, deadlines and cancellation."""
+        hook = self.step_hook
+
+        def callback(pipeline: Any, step: int, _timestep: Any, kwargs: dict) -> dict:
+            total = getattr(pipeline, "num_timesteps", None) or jobs[0].request.steps
+            if hook is not None:
+                hook(step + 1, total)
+            now = time.monotonic()
+            for job in jobs:
+                if job.expired(now):
+                    job.expire()
+                job.progress(step + 1, total)
+            if not any(job.alive for job in jobs):
+                # Nobody wants these images any more: diffusers skips the remaining steps.
+                pipeline._interrupt = True
             return kwargs
 
         return callback

@@ -35,7 +35,12 @@ class DeviceSchema(Schema):
         required=True, validate=validate.OneOf(["healthy", "loading", "error", "stopping"])
     )
     loaded_models = fields.List(fields.String(), required=True)
-    queue_depth = fields.Integer(required=True, metadata={"description": "Queued or running."})
+    queue_depth = fields.Integer(
+        required=True, metadata={"description": "Generations waiting for this device."}
+    )
+    running = fields.Integer(
+        required=True, metadata={"description": "Generations in the batch it runs now."}
+    )
     served = fields.Integer(required=True, metadata={"description": "Jobs finished so far."})
     memory = fields.Nested(MemorySchema, required=True, allow_none=True)
     error = fields.String(required=True, allow_none=True)
@@ -75,6 +80,7 @@ def dump_health(status: EngineStatus) -> dict[str, Any]:
                 "status": "error" if device.error else _STATUS_WORDS[device.state],
                 "loaded_models": list(device.loaded_models),
                 "queue_depth": device.queue_depth,
+                "running": device.running,
                 "served": device.served,
                 "memory": device.memory,
                 "error": device.error,

@@ -1,0 +1,53 @@
+"""Jobs: submit a generation now (202), poll its progress, fetch its images, or cancel it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, url_for
+
+from backend.controller import get_engine
+from backend.controller.image import image_response, result_headers
+from backend.controller.request_body import load_generation
+from backend.model.errors import JobNotFoundError
+from backend.view.generate import GenerateRequestSchema
+from backend.view.jobs import dump_job
+
+blueprint = Blueprint("jobs", __name__)
+
+
+@blueprint.post("/jobs")
+def submit() -> tuple[Response, int]:
+    """Queue a generation (same body as /image/generate); 202 with the job and its Location."""
+    engine = get_engine()
+    command = load_generation(GenerateRequestSchema)
+    job = engine.submit_job(command.request, command.output)
+    response = jsonify(dump_job(job, engine.settings.serving.job_ttl_seconds))
+    response.headers["Location"] = url_for("jobs.status", job_id=job.id)
+    return response, 202
+
+
+@blueprint.get("/jobs/<job_id>")
+def status(job_id: str) -> Response:
+    """The job's status, progress, queue position, timing and error."""
+    engine = get_engine()
+    return jsonify(dump_job(engine.job(job_id), engine.settings.serving.job_ttl_seconds))
+
+
+@blueprint.get("/jobs/<job_id>/image")
+@blueprint.get("/jobs/<job_id>/images/<int:index>")
+def image(job_id: str, index: int = 0) -> Response:
+    """One image of a job that succeeded (the first by default)."""
+    result = get_engine().job_result(job_id)
+    if index >= len(result.images):
+        raise JobNotFoundError(
+            f"Job {job_id} has {len(result.images)} image(s); there is no image {index}."
+        )
+    response = image_response(result.images[index])
+    response.headers.update(result_headers(result))
+    return response
+
+
+@blueprint.delete("/jobs/<job_id>")
+def cancel(job_id: str) -> Response:
+    """Cancel a queued or running job; a finished one is deleted with its images."""
+    engine = get_engine()
+    return jsonify(dump_job(engine.cancel_job(job_id), engine.settings.serving.job_ttl_seconds))

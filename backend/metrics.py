@@ -1,0 +1,98 @@
+"""Prometheus metrics of one server process (prometheus_client), served at `GET /metrics`.
+
+Each app gets its own registry: tests build many apps in one process, and a process-global
+registry would refuse the second set of metric names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# From a turbo model's one step on a GPU to a 50-step SDXL image on a CPU.
+SECONDS_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+REQUEST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+# Why a request was refused before it ran (the `reason` label of t2i_rejections_total).
+REJECTION_REASONS = ("queue_full", "timeout", "unauthorized", "rate_limited", "not_ready")
+
+
+class _StateCollector(Collector):
+    """Gauges read at scrape time (queue depths, job counts), so they can never drift."""
+
+    def __init__(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._read()
+
+
+class ServerMetrics:
+    """Every metric the server exports; the model layer and the controllers update them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "t2i_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "t2i_http_request_duration_seconds",
+            "Time from receiving a request to returning its response, by route template.",
+            ["route"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.generation_seconds = Histogram(
+            "t2i_generation_seconds",
+            "Time on the device per pipeline call (one call may serve a micro-batch).",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.queue_seconds = Histogram(
+            "t2i_queue_wait_seconds",
+            "Time a generation waited for its device.",
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.batch_images = Histogram(
+            "t2i_batch_images",
+            "Images drawn per pipeline call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=registry,
+        )
+        self.images = Counter(
+            "t2i_images_generated", "Images generated, by model.", ["model"], registry=registry
+        )
+        self.failures = Counter(
+            "t2i_generation_failures",
+            "Generations that failed on the device, by error type.",
+            ["error"],
+            registry=registry,
+        )
+        self.model_load_seconds = Gauge(
+            "t2i_model_load_seconds",
+            "How long the latest load of each model took.",
+            ["model", "device"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "t2i_rejections",
+            "Requests refused without running: queue_full, timeout, unauthorized, "
+            "rate_limited, not_ready.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REJECTION_REASONS:  # present (at 0) from the first scrape
+            self.rejections.labels(reason)
+
+    def watch(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+        """Export gauges computed by `read` at every scrape."""
+        self.registry.register(_StateCollector(read))

@@ -1,0 +1,258 @@
+"""Accepted generations: their life from the queue to a result, and the store of async jobs.
+
+A `Job` is shared by three threads: the caller that submitted it (waiting, polling or
+cancelling), the device worker that runs it, and the encoder that turns its images into files.
+Every change of state goes through the job's lock, so a cancel racing the end of a run has
+exactly one winner.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from backend.config import ModelSpec
+from backend.model.errors import (
+    GenerationTimeoutError,
+    JobGoneError,
+    JobNotFoundError,
+    ModelLayerError,
+)
+from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
+
+if TYPE_CHECKING:
+    from backend.model.schedulers import SchedulerChoice
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life; the last three are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """The job will not change any more."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """What the pipeline drew for one job: PIL images, and the scheduler that drew them."""
+
+    images: list[Any]
+    scheduler: SchedulerChoice
+
+
+class Job:
+    """One accepted generation, from submission to its result."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        request: GenerationRequest,
+        output: OutputOptions,
+        timeout: float | None,
+    ) -> None:
+        self.id = secrets.token_urlsafe(16)  # 128 random bits: ids cannot be guessed
+        self.spec = spec
+        self.request = request  # seed already drawn
+        self.output = output
+        self.timeout = timeout  # seconds from submission to the end of the run; None: no limit
+        self.created_at = time.time()  # wall clock, for clients
+        self.submitted = time.monotonic()
+        self.deadline = self.submitted + timeout if timeout else None
+        self.status = JobStatus.QUEUED
+        self.step = 0
+        self.total_steps = request.steps
+        self.started: float | None = None  # monotonic
+        self.finished: float | None = None  # monotonic: images drawn, failed or cancelled
+        self.finished_at: float | None = None  # wall clock of the final state, for the TTL
+        self.batch_size = 1  # images in the pipeline call that served it
+        self.error: ModelLayerError | None = None
+        self.raw: RawOutput | None = None
+        self.result: GenerationResult | None = None
+        self.on_drawn: Callable[[Job], None] | None = None  # called once the images exist
+        self.position: Callable[[Job], int | None] = lambda _job: None  # set by the queue
+        self._lock = threading.Lock()
+        self._drawn = threading.Event()  # the worker is done with it, one way or another
+
+    # --- the device worker's side ---
+
+    def begin(self, batch_size: int) -> bool:
+        """Mark the job running; False if it was cancelled, failed or timed out meanwhile."""
+        if self.expired():
+            self.expire()
+        with self._lock:
+            if self.status is not JobStatus.QUEUED:
+                return False
+            self.status = JobStatus.RUNNING
+            self.started = time.monotonic()
+            self.batch_size = batch_size
+            return True
+
+    def progress(self, step: int, total: int) -> None:
+        """Record a finished denoising step."""
+        self.step, self.total_steps = step, total
+
+    def drawn(self, raw: RawOutput) -> None:
+        """The images exist; they are kept only if nobody cancelled the job meanwhile."""
+        with self._lock:
+            if self.status is not JobStatus.RUNNING:
+                return
+            self.raw = raw
+            self.step = self.total_steps
+            self.finished = time.monotonic()
+        self._drawn.set()
+        if self.on_drawn is not None:
+            self.on_drawn(self)
+
+    def fail(self, error: ModelLayerError) -> bool:
+        """End the job with `error`, unless it already ended; True if this call ended it."""
+        return self._end(JobStatus.FAILED, error)
+
+    def cancel(self) -> bool:
+        """End the job as cancelled unless it already ended or its images exist."""
+        return self._end(JobStatus.CANCELLED, None)
+
+    def expire(self) -> bool:
+        """End the job because its deadline passed."""
+        return self.fail(
+            GenerationTimeoutError(
+                f"The generation did not finish within its {self.timeout:g} s deadline "
+                f"and was stopped (it waited {self.queue_seconds():.1f} s in the queue)."
+            )
+        )
+
+    def _end(self, status: JobStatus, error: ModelLayerError | None) -> bool:
+        with self._lock:
+            if self.status.final or self.raw is not None:
+                return False
+            self.status, self.error = status, error
+            self.finished = time.monotonic()
+            self.finished_at = time.time()
+        self._drawn.set()
+        return True
+
+    # --- the caller's side ---
+
+    def succeed(self, result: GenerationResult) -> None:
+        """Keep the encoded result and let go of the raw images."""
+        with self._lock:
+            self.result, self.raw = result, None
+            self.status = JobStatus.SUCCEEDED
+            self.finished_at = time.time()
+
+    def fail_encoding(self, error: ModelLayerError) -> None:
+        """The images were drawn but could not be encoded."""
+        with self._lock:
+            self.raw, self.error = None, error
+            self.status = JobStatus.FAILED
+            self.finished_at = time.time()
+
+    @property
+    def alive(self) -> bool:
+        """Still waiting for images: not ended, and not yet drawn."""
+        return not self.status.final and self.raw is None
+
+    def expired(self, now: float | None = None) -> bool:
+        """Its deadline has passed."""
+        return self.deadline is not None and (now or time.monotonic()) >= self.deadline
+
+    def queue_position(self) -> int | None:
+        """Jobs waiting ahead of this one (0: it runs next); None once it left the queue."""
+        return self.position(self) if self.status is JobStatus.QUEUED else None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline; None without one."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the worker is done with the job; False if `timeout` passed first."""
+        return self._drawn.wait(timeout)
+
+    def queue_seconds(self) -> float:
+        """Time spent waiting for the device."""
+        end = self.started or self.finished or time.monotonic()
+        return end - self.submitted
+
+    def run_seconds(self) -> float:
+        """Time spent on the device (so far, while running)."""
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+
+class JobStore:
+    """The async jobs of this process, by id; finished ones are kept for a while, then forgotten.
+
+    Live jobs are never evicted (the queue bounds them); finished ones go after `ttl` seconds or
+    when more than `max_finished` are kept, oldest first. Ids of forgotten jobs are remembered
+    (a bounded number) so a late poll hears "gone" rather than "never existed".
+    """
+
+    def __init__(self, ttl: float, max_finished: int) -> None:
+        self.ttl = ttl
+        self.max_finished = max_finished
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._gone: OrderedDict[str, str] = OrderedDict()  # id -> why it was forgotten
+        self._lock = threading.Lock()
+
+    def add(self, job: Job) -> None:
+        """Keep `job` until it has been finished for `ttl` seconds."""
+        with self._lock:
+            self._sweep()
+            self._jobs[job.id] = job
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id; JobNotFoundError or JobGoneError otherwise."""
+        with self._lock:
+            self._sweep()
+            job = self._jobs.get(job_id)
+            if job is not None:
+                return job
+            reason = self._gone.get(job_id)
+        if reason is not None:
+            raise JobGoneError(f"Job {job_id} is gone: {reason}.")
+        raise JobNotFoundError(f"No job with id {job_id[:64]!r}.")
+
+    def forget(self, job: Job, reason: str) -> None:
+        """Drop a job and its images now."""
+        with self._lock:
+            if self._jobs.pop(job.id, None) is not None:
+                self._remember(job.id, reason)
+
+    def counts(self) -> dict[str, int]:
+        """How many kept jobs are in each status."""
+        with self._lock:
+            counts = dict.fromkeys(JobStatus, 0)
+            for job in self._jobs.values():
+                counts[job.status] += 1
+        return {str(status): count for status, count in counts.items()}
+
+    def _sweep(self) -> None:
+        now = time.time()
+        finished = [job for job in self._jobs.values() if job.status.final]
+        excess = len(finished) - self.max_finished
+        for job in finished:
+            if job.finished_at is not None and now - job.finished_at >= self.ttl:
+                self._jobs.pop(job.id)
+                self._remember(job.id, f"results are kept for {self.ttl:g} s (JOB_TTL_SECONDS)")
+            elif excess > 0:
+                excess -= 1
+                self._jobs.pop(job.id)
+                self._remember(job.id, f"only the last {self.max_finished} finished jobs are kept")
+
+    def _remember(self, job_id: str, reason: str) -> None:
+        self._gone[job_id] = reason
+        while len(self._gone) > 10 * self.max_finished:
+            self._gone.popitem(last=False)
