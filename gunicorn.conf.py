@@ -5,6 +5,7 @@ never loaded in the master: the app is created in the worker, after the fork.
 """
 
 import sys
+from typing import Any
 
 from backend.config import ConfigError, load_settings
 
@@ -28,6 +29,20 @@ keepalive = 5
 # test run beside a deployment) would fight over it, and nothing here uses it.
 control_socket_disable = True
 loglevel = _settings.log_level
-accesslog = "-"
+# The app writes one structured line per request (backend.access, with the request id, client,
+# timings and result); gunicorn's own access line would only repeat part of it.
+accesslog = None
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """After SIGTERM: gunicorn has answered every open request; now finish the accepted jobs.
+
+    The worker stopped accepting connections and drained its in-flight requests first (within
+    graceful_timeout); queued jobs (POST /jobs) have no open request, so the engine drains them
+    here. gunicorn's master kills the worker once graceful_timeout has passed in all.
+    """
+    app = getattr(worker, "wsgi", None)
+    engine = getattr(app, "extensions", {}).get("engine")
+    if engine is not None:
+        engine.stop(timeout=graceful_timeout)

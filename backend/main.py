@@ -14,6 +14,7 @@ from backend.controller import register_blueprints
 from backend.controller.access import init_access
 from backend.controller.errors import register_error_handlers
 from backend.controller.request_id import init_request_ids
+from backend.controller.request_log import init_request_log
 from backend.model.engine import Engine
 
 
@@ -31,8 +32,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep the documented field order
     engine = Engine(settings)
     app.extensions["engine"] = engine
+    # Flask runs after_request hooks in reverse order: the request log, registered first,
+    # sees the final response, with every header the later hooks add.
+    init_request_log(app, engine.metrics, settings.access.log_prompts)
     init_request_ids(app)
-    init_access(app, settings)  # early: later hooks (limits, logs) read g.client_id
+    init_access(app, settings)  # before the routes' own hooks: they read g.client_id
     register_error_handlers(app)
     register_blueprints(app)
     engine.start()

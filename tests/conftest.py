@@ -31,6 +31,20 @@ LIMITS = {
     "MAX_PROMPT_LENGTH": 2000,
     "MAX_CONTENT_LENGTH": 65536,
 }
+# Serving and access settings at their defaults ("" means the default), for the same reason.
+SERVING = {
+    "MAX_QUEUE_SIZE": 8,
+    "REQUEST_TIMEOUT_SECONDS": 300,
+    "JOB_TIMEOUT_SECONDS": 1800,
+    "JOB_TTL_SECONDS": 3600,
+    "MAX_BATCH_SIZE": 4,
+    "BATCH_WAIT_MS": 0,
+    "API_KEYS": "",
+    "API_KEYS_FILE": "",
+    "RATE_LIMIT": "",
+    "CORS_ORIGINS": "",
+    "LOG_PROMPTS": "false",
+}
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +65,7 @@ def base_settings(models_dir: Path) -> dict[str, object]:
         "TORCH_DTYPE": "auto",
         "LOG_LEVEL": "info",
         **LIMITS,
+        **SERVING,
     }
 
 

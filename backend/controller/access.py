@@ -88,6 +88,7 @@ def _init_api_keys(app: Flask, keys: KeyRing) -> None:
             # Never quote the key back: error bodies end up in logs and browser consoles.
             raise _unauthorized(f"The API key is not valid. {HOW_TO_SEND_A_KEY}")
         g.client_id = identity
+        g.api_key_id = identity  # jobs belong to the key that submitted them
 
 
 def _is_exempt() -> bool:

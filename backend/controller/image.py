@@ -57,4 +57,5 @@ def result_headers(result: GenerationResult) -> dict[str, str]:
         "X-Seeds": ",".join(map(str, result.seeds)),
         "X-Model": result.model,
         "X-Generation-Time": f"{result.generation_seconds:.3f}",
+        "X-Queue-Time": f"{result.queue_seconds:.3f}",
     }

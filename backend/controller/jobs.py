@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, url_for
+from flask import Blueprint, Response, g, jsonify, url_for
 
 from backend.controller import get_engine
 from backend.controller.image import image_response, result_headers
@@ -19,7 +19,7 @@ def submit() -> tuple[Response, int]:
     """Queue a generation (same body as /image/generate); 202 with the job and its Location."""
     engine = get_engine()
     command = load_generation(GenerateRequestSchema)
-    job = engine.submit_job(command.request, command.output)
+    job = engine.submit_job(command.request, command.output, _owner())
     response = jsonify(dump_job(job, engine.settings.serving.job_ttl_seconds))
     response.headers["Location"] = url_for("jobs.status", job_id=job.id)
     return response, 202
@@ -29,14 +29,14 @@ def submit() -> tuple[Response, int]:
 def status(job_id: str) -> Response:
     """The job's status, progress, queue position, timing and error."""
     engine = get_engine()
-    return jsonify(dump_job(engine.job(job_id), engine.settings.serving.job_ttl_seconds))
+    return jsonify(dump_job(engine.job(job_id, _owner()), engine.settings.serving.job_ttl_seconds))
 
 
 @blueprint.get("/jobs/<job_id>/image")
 @blueprint.get("/jobs/<job_id>/images/<int:index>")
 def image(job_id: str, index: int = 0) -> Response:
     """One image of a job that succeeded (the first by default)."""
-    result = get_engine().job_result(job_id)
+    result = get_engine().job_result(job_id, _owner())
     if index >= len(result.images):
         raise JobNotFoundError(
             f"Job {job_id} has {len(result.images)} image(s); there is no image {index}."
@@ -50,4 +50,10 @@ def image(job_id: str, index: int = 0) -> Response:
 def cancel(job_id: str) -> Response:
     """Cancel a queued or running job; a finished one is deleted with its images."""
     engine = get_engine()
-    return jsonify(dump_job(engine.cancel_job(job_id), engine.settings.serving.job_ttl_seconds))
+    job = engine.cancel_job(job_id, _owner())
+    return jsonify(dump_job(job, engine.settings.serving.job_ttl_seconds))
+
+
+def _owner() -> str | None:
+    # With API_KEYS, a job belongs to the key that submitted it: other keys cannot see it.
+    return g.get("api_key_id")

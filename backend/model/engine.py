@@ -143,9 +143,17 @@ class Engine:
         self._started.wait(left())
         for worker in self._workers:  # all refuse new jobs at once, then each drains
             worker.refuse()
+        pending = sum(worker.pending for worker in self._workers)
+        if pending:
+            log.info("stopping: finishing %d accepted generation(s) first", pending)
         for worker in self._workers:
             worker.stop(left())
         self._encoder.shutdown(wait=True)
+        unfinished = sum(worker.pending for worker in self._workers)
+        if unfinished:
+            log.warning("stopped with %d generation(s) unfinished (out of time)", unfinished)
+        elif pending:
+            log.info("stopped: every accepted generation was served")
 
     def wait_until_loaded(self, timeout: float) -> bool:
         """Block until every device finished starting (either way); False on timeout."""
@@ -235,18 +243,26 @@ class Engine:
         job.succeed(result)
         return result
 
-    def submit_job(self, request: GenerationRequest, output: OutputOptions | None = None) -> Job:
-        """Queue a generation to fetch later (`job`), within JOB_TIMEOUT_SECONDS."""
-        job = self._submit(request, output, self.settings.serving.job_timeout_seconds, keep=True)
-        return job
+    def submit_job(
+        self,
+        request: GenerationRequest,
+        output: OutputOptions | None = None,
+        owner: str | None = None,
+    ) -> Job:
+        """Queue a generation to fetch later (`job`), within JOB_TIMEOUT_SECONDS.
 
-    def job(self, job_id: str) -> Job:
+        With an `owner`, only calls naming the same owner see the job.
+        """
+        timeout = self.settings.serving.job_timeout_seconds
+        return self._submit(request, output, timeout, keep=True, owner=owner)
+
+    def job(self, job_id: str, owner: str | None = None) -> Job:
         """A job submitted with `submit_job`, while it is kept."""
-        return self.jobs.get(job_id)
+        return self.jobs.get(job_id, owner)
 
-    def cancel_job(self, job_id: str) -> Job:
+    def cancel_job(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel a queued or running job; a finished one is forgotten with its images."""
-        job = self.jobs.get(job_id)
+        job = self.jobs.get(job_id, owner)
         if job.cancel():
             self._withdraw(job)
             log.info("job %s cancelled", job.id)
@@ -254,9 +270,9 @@ class Engine:
             self.jobs.forget(job, "it was deleted")
         return job
 
-    def job_result(self, job_id: str) -> GenerationResult:
+    def job_result(self, job_id: str, owner: str | None = None) -> GenerationResult:
         """The result, with encoded images, of a job that succeeded."""
-        job = self.jobs.get(job_id)
+        job = self.jobs.get(job_id, owner)
         result = job.result
         if job.status is not JobStatus.SUCCEEDED or result is None:
             raise JobNotFinishedError(f"Job {job.id} has no images: it is {job.status}.")
@@ -268,11 +284,12 @@ class Engine:
         output: OutputOptions | None,
         timeout: float,
         keep: bool = False,
+        owner: str | None = None,
     ) -> Job:
         spec = self.catalog.resolve(request.model)
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         request = replace(request, seed=seed, model=spec.name)
-        job = Job(spec, request, output or OutputOptions(), timeout or None)
+        job = Job(spec, request, output or OutputOptions(), timeout or None, owner)
         if keep:
             job.on_drawn = lambda drawn: self._encoder.submit(self._finish_async, drawn)
             self.jobs.add(job)

@@ -62,8 +62,10 @@ class Job:
         request: GenerationRequest,
         output: OutputOptions,
         timeout: float | None,
+        owner: str | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(16)  # 128 random bits: ids cannot be guessed
+        self.owner = owner  # who may see it (an API key's identity); None: whoever has the id
         self.spec = spec
         self.request = request  # seed already drawn
         self.output = output
@@ -213,14 +215,15 @@ class JobStore:
             self._sweep()
             self._jobs[job.id] = job
 
-    def get(self, job_id: str) -> Job:
-        """The job with this id; JobNotFoundError or JobGoneError otherwise."""
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job with this id, if `owner` may see it; JobNotFoundError or JobGoneError."""
         with self._lock:
             self._sweep()
             job = self._jobs.get(job_id)
-            if job is not None:
+            if job is not None and job.owner in (None, owner):
                 return job
-            reason = self._gone.get(job_id)
+            # Another key's job reads exactly like one that never existed.
+            reason = self._gone.get(job_id) if job is None else None
         if reason is not None:
             raise JobGoneError(f"Job {job_id} is gone: {reason}.")
         raise JobNotFoundError(f"No job with id {job_id[:64]!r}.")

@@ -39,6 +39,11 @@ class JobSchema(Schema):
     generation_seconds = fields.Float(
         required=True, metadata={"description": "On the device so far."}
     )
+    batch_size = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Images in the pipeline call that ran it (micro-batching)."},
+    )
     expires_at = fields.String(
         required=True,
         allow_none=True,
@@ -76,10 +81,11 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
             },
             "model": job.spec.name,
             "seeds": job.request.seeds(),
-            "parameters": {**asdict(job.request), "model": job.spec.name},
+            "parameters": _parameters(job),
             "created_at": _iso(job.created_at),
             "queue_seconds": round(job.queue_seconds(), 3),
             "generation_seconds": round(job.run_seconds(), 3),
+            "batch_size": job.batch_size if job.started is not None else None,
             "expires_at": expires,
             "error": str(job.error) if job.error is not None else None,
             "images": images,
@@ -89,3 +95,12 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def _parameters(job: Job) -> dict[str, Any]:
+    if job.result is not None:  # with the scheduler that ran, even when the model's own
+        return job.result.parameters()
+    parameters = {**asdict(job.request), "model": job.spec.name}
+    if parameters["scheduler"] is None:  # the model's own: named once it ran
+        del parameters["scheduler"]
+    return parameters

@@ -26,6 +26,7 @@ from backend.view.a1111 import (
 from backend.view.errors import ErrorSchema
 from backend.view.generate import GenerateRequestSchema, GenerateResponseSchema
 from backend.view.health import HealthSchema
+from backend.view.jobs import JobSchema
 from backend.view.models import ModelListSchema
 from backend.view.openai import (
     OpenAIErrorSchema,
@@ -39,14 +40,21 @@ GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERROR_TEXT = {
     400: "Invalid input: malformed JSON, a body that is not an object, or invalid fields",
-    404: "Unknown route or model",
+    401: "Missing or wrong API key (only when API_KEYS is set)",
+    404: "Unknown route, model or job",
     405: "Method not allowed",
+    409: "The job has no images: it has not succeeded",
+    410: "The job is gone: deleted, or past JOB_TTL_SECONDS",
     413: "Request body too large",
     415: "Content-Type is not application/json",
+    429: "Too many generations from this client (RATE_LIMIT); see Retry-After",
     500: "Unexpected failure (the body quotes the request id)",
-    503: "Model loading (see Retry-After) or unavailable",
+    503: "Busy (every queue full) or model loading: see Retry-After; or unavailable",
+    504: "Not finished within REQUEST_TIMEOUT_SECONDS; the run was stopped",
     507: "The device ran out of memory for this request",
 }
+# Every generating endpoint can answer these.
+_GENERATE_ERRORS = (400, 401, 404, 413, 415, 429, 500, 503, 504, 507)
 _RESULT_HEADERS = {
     name: {"description": text, "schema": {"type": "string"}}
     for name, text in {
@@ -54,6 +62,7 @@ _RESULT_HEADERS = {
         "X-Seeds": "Seeds of every image, comma-separated",
         "X-Model": "Model that drew the images",
         "X-Generation-Time": "Seconds the pipeline ran",
+        "X-Queue-Time": "Seconds it waited for the device",
         "X-Request-ID": "This request's id",
     }.items()
 }
@@ -86,6 +95,65 @@ def _post(summary: str, request: str, responses: dict, tag: str) -> dict[str, An
             "responses": responses,
         }
     }
+
+
+def _add_jobs(spec: APISpec, image_content: dict[str, Any]) -> None:
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    job = {"description": "The job", **_json(JobSchema)}
+    submit = _post(
+        "Queue a generation; fetch it later",
+        "GenerateRequest",
+        {
+            "202": {
+                **job,
+                "description": "Accepted",
+                "headers": {
+                    "Location": {"description": "The job's URL", "schema": {"type": "string"}}
+                },
+            },
+            **_errors(400, 401, 404, 413, 415, 429, 503),
+        },
+        "jobs",
+    )
+    spec.path(path="/jobs", operations=submit)
+    spec.path(
+        path="/jobs/{job_id}",
+        operations={
+            "get": {
+                "summary": "A job's status, progress, queue position, timing and error",
+                "tags": ["jobs"],
+                "parameters": [job_id],
+                "responses": {"200": job, **_errors(401, 404, 410)},
+            },
+            "delete": {
+                "summary": "Cancel a queued or running job; delete a finished one",
+                "tags": ["jobs"],
+                "parameters": [job_id],
+                "responses": {"200": job, **_errors(401, 404, 410)},
+            },
+        },
+    )
+    image = {
+        "description": "The image",
+        "headers": _RESULT_HEADERS,
+        "content": {k: v for k, v in image_content.items() if k.startswith("image/")},
+    }
+    index = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer"}}
+    for path, parameters, summary in (
+        ("/jobs/{job_id}/image", [job_id], "The first image of a job that succeeded"),
+        ("/jobs/{job_id}/images/{index}", [job_id, index], "Image `index` (from 0) of a job"),
+    ):
+        spec.path(
+            path=path,
+            operations={
+                "get": {
+                    "summary": summary,
+                    "tags": ["jobs"],
+                    "parameters": parameters,
+                    "responses": {"200": image, **_errors(401, 404, 409, 410)},
+                }
+            },
+        )
 
 
 def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str, Any]:
@@ -128,7 +196,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
             operations=_post(
                 "Generate images from a prompt",
                 "GenerateRequest",
-                {"200": generate_ok, **_errors(400, 404, 413, 415, 500, 503, 507)},
+                {"200": generate_ok, **_errors(*_GENERATE_ERRORS)},
                 "generate",
             ),
         )
@@ -154,6 +222,23 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
     spec.path(
         path="/models", operations=_get("Models this server knows", ModelListSchema, "models")
     )
+    _add_jobs(spec, generate_ok["content"])
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "summary": "Prometheus metrics",
+                "tags": ["health"],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401),
+                },
+            }
+        },
+    )
 
     openai_errors = {"schema": OpenAIErrorSchema}  # under /v1/, errors are OpenAI-shaped
     spec.path(
@@ -166,7 +251,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
                     "description": "OpenAI's images response",
                     **_json(OpenAIImagesResponseSchema),
                 },
-                **_errors(400, 404, 413, 415, 500, 503, 507, **openai_errors),
+                **_errors(*_GENERATE_ERRORS, **openai_errors),
             },
             "openai",
         ),
@@ -192,7 +277,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
                     "description": "AUTOMATIC1111's txt2img response",
                     **_json(Txt2ImgResponseSchema),
                 },
-                **_errors(400, 404, 413, 415, 500, 503, 507),
+                **_errors(*_GENERATE_ERRORS),
             },
             "automatic1111",
         ),

@@ -1,0 +1,70 @@
+"""One structured log line and the HTTP metrics for every request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from backend.metrics import ServerMetrics
+
+log = logging.getLogger("backend.access")
+
+PROMPT_LOG_LIMIT = 500  # characters of a prompt kept in the log with LOG_PROMPTS=true
+# Refusals counted by status here; the model layer counts its own (queue full, timeout, ...).
+_REJECTIONS = {401: "unauthorized", 429: "rate_limited"}
+# What the generate endpoints say about a result, taken from their response headers.
+_RESULT_HEADERS = {
+    "X-Model": "model",
+    "X-Seeds": "seeds",
+    "X-Queue-Time": "queue_s",
+    "X-Generation-Time": "generation_s",
+}
+
+
+def init_request_log(app: Flask, metrics: ServerMetrics, log_prompts: bool) -> None:
+    """Time every request; log it as one JSON line and count it in the metrics."""
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        # The rule's template, not the path: job ids and model names must not explode the
+        # metrics' label sets.
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.request_seconds.labels(route).observe(seconds)
+        if response.status_code in _REJECTIONS:
+            metrics.rejections.labels(_REJECTIONS[response.status_code]).inc()
+        log.info(json.dumps(_fields(response, route, seconds, log_prompts)))
+        return response
+
+
+def _fields(response: Response, route: str, seconds: float, log_prompts: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "path": request.path,
+        "route": route,
+        "status": response.status_code,
+        "duration_ms": round(seconds * 1000, 1),
+        "client": g.get("client_id") or request.remote_addr,
+        "bytes": response.calculate_content_length(),
+    }
+    for header, name in _RESULT_HEADERS.items():
+        if header in response.headers:
+            fields[name] = response.headers[header]
+    if log_prompts and request.is_json:
+        # Prompts can be personal: they reach the log only when the operator asks for them.
+        body = request.get_json(silent=True)
+        if isinstance(body, dict):
+            for key in ("prompt", "negative_prompt"):
+                if isinstance(body.get(key), str):
+                    fields[key] = body[key][:PROMPT_LOG_LIMIT]
+    return fields

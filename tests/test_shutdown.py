@@ -1,0 +1,79 @@
+"""Graceful shutdown and worker health, with the real gunicorn process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from helpers import png_size
+
+# Heavy enough on the demo model that several queue up behind each other.
+SLOW = {"prompt": "slow", "width": 384, "height": 384, "steps": 16}
+
+
+def worker_pids(master: int) -> list[int]:
+    """gunicorn's worker processes: the master's children."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def wait_for_load(url: str, pending: int, timeout: float = 30) -> None:
+    """Wait until the device has `pending` generations queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        device = requests.get(f"{url}/health", timeout=5).json()["devices"][0]
+        if device["queue_depth"] + device["running"] >= pending:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"never saw {pending} generations pending")
+
+
+def test_sigterm_answers_every_accepted_request_then_exits(start_server):
+    server = start_server(GRACEFUL_TIMEOUT=120, MAX_BATCH_SIZE=1)
+    server.wait_for_ping()
+    server.wait_until_healthy()
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(
+                requests.post, f"{server.url}/image/generate", json={**SLOW, "seed": i}, timeout=120
+            )
+            for i in range(4)
+        ]
+        wait_for_load(server.url, 4)
+        # Queued last, so it is still waiting when gunicorn has answered every open request.
+        job = requests.post(f"{server.url}/jobs", json={**SLOW, "seed": 99}, timeout=10)
+        assert job.status_code == 202
+        wait_for_load(server.url, 5)
+        os.kill(server.process.pid, signal.SIGTERM)  # the master, as an orchestrator does
+        responses = [future.result() for future in futures]
+    assert [r.status_code for r in responses] == [200] * 4
+    assert all(png_size(r.content) == (384, 384) for r in responses)
+    assert server.process.wait(timeout=120) == 0
+    log = server.log()
+    # The queued job had no open request; the worker finished it before exiting.
+    assert "every accepted generation was served" in log
+    assert "Traceback" not in log
+
+
+def test_a_crashed_worker_is_replaced_and_serves_again(start_server):
+    server = start_server()
+    server.wait_for_ping()
+    server.wait_until_healthy()
+    (worker,) = worker_pids(server.process.pid)
+    os.kill(worker, signal.SIGKILL)  # a segfault or the OOM killer, as far as gunicorn knows
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = worker_pids(server.process.pid)
+        if pids and pids != [worker]:
+            break
+        time.sleep(0.05)
+    (replacement,) = worker_pids(server.process.pid)
+    assert replacement != worker
+    server.wait_for_ping()
+    server.wait_until_healthy()
+    response = requests.post(f"{server.url}/image/generate", json={"prompt": "back"}, timeout=60)
+    assert response.status_code == 200 and png_size(response.content) == (256, 256)
