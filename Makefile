@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model run dev test lint format clean
+.PHONY: help install install-dev demo-model run dev test lint format loadtest batch-fidelity clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,14 @@ format: install-dev  ## apply ruff's fixes and formatting
 
 test: lint  ## lint, then the whole test suite (CPU only; GPU tests skip themselves)
 	$(BIN)/pytest
+
+loadtest: install-dev  ## 16 clients for 30 s against gunicorn + demo model: only 200/503/429, fast refusals, flat memory
+	$(PY) -m backend.model.demo
+	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
+
+batch-fidelity: install  ## how far micro-batched images differ from solo ones (max difference, PSNR)
+	$(PY) -m backend.model.demo
+	$(PY) -m bench.batch_fidelity $(FIDELITY_ARGS)
 
 clean:  ## remove .venv and caches (models/ is kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
