@@ -6,7 +6,8 @@ N clients (real HTTP, one session each) send generations for a fixed time, one i
 the jobs API (submit, poll, fetch), while a prober reads /health. It passes when every answer is
 200/202, 503 (busy, with Retry-After) or 429 (rate limited), never a 500 or a dropped connection;
 when every accepted job succeeds; when refusals stay fast (p99 under --max-reject-ms); and when
-the worker's memory does not grow between the first and the last third of the run.
+/health stays fast (p99 under --max-health-ms); and when the worker's memory does not grow
+between the first and the last third of the run.
 """
 
 from __future__ import annotations
@@ -202,9 +203,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def verdict(figures: dict[str, Any], max_reject_ms: float, max_growth: float) -> list[str]:
+def verdict(
+    figures: dict[str, Any], max_reject_ms: float, max_health_ms: float, max_growth: float
+) -> list[str]:
     """The checks that failed (empty: passed)."""
     failed = []
+    if figures["health_p99_ms"] > max_health_ms:
+        failed.append(f"/health p99 {figures['health_p99_ms']} ms > {max_health_ms} ms")
     if figures["errors"]:
         failed.append(f"{len(figures['errors'])}+ bad answers or dropped connections")
     if figures["jobs_failed"]:
@@ -227,11 +232,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30, help="seconds of load")
     parser.add_argument("--queue", type=int, default=4, help="MAX_QUEUE_SIZE")
     parser.add_argument("--rate-limit", default=None, help="RATE_LIMIT, e.g. 10/second")
-    parser.add_argument("--max-reject-ms", type=float, default=50)
+    parser.add_argument("--max-reject-ms", type=float, default=50, help="refusals' p99")
+    parser.add_argument("--max-health-ms", type=float, default=100, help="/health's p99")
     parser.add_argument("--max-growth", type=float, default=0.10, help="allowed RSS growth")
     args = parser.parse_args()
     figures = run(args)
-    failed = verdict(figures, args.max_reject_ms, args.max_growth)
+    failed = verdict(figures, args.max_reject_ms, args.max_health_ms, args.max_growth)
     print(json.dumps(figures, indent=2))
     print("PASS" if not failed else "FAIL: " + "; ".join(failed))
     sys.exit(1 if failed else 0)

@@ -14,7 +14,8 @@ def test_a_short_load_test_passes_its_own_checks(models_dir):
     # exits cleanly); the figures worth quoting come from `make loadtest` on a quiet machine.
     run = subprocess.run(  # noqa: PLW1510  (the return code is asserted below)
         [sys.executable, "-m", "bench.loadtest", "--clients", "6", "--duration", "5",
-         "--queue", "2", "--max-reject-ms", "1000", "--max-growth", "0.5"],
+         "--queue", "2", "--max-reject-ms", "1000", "--max-health-ms", "1000",
+         "--max-growth", "0.5"],
         cwd=ROOT,
         env={"MODELS_DIR": str(models_dir), "PATH": "/usr/bin:/bin"},
         capture_output=True,

@@ -132,6 +132,18 @@ class Engine:
             worker.start()
         self._workers = workers
         self._started.set()
+        serving = self.settings.serving
+        waiting = len(workers) * (serving.max_queue_size + serving.max_batch_size)
+        if self.settings.http_threads <= waiting:
+            # Each waiting synchronous request holds an HTTP thread: with none left over,
+            # probes and job polls would queue behind generations.
+            log.warning(
+                "HTTP_THREADS=%d leaves no thread for /health and polls when %d generations "
+                "wait (%d device(s) x (MAX_QUEUE_SIZE + MAX_BATCH_SIZE)); raise HTTP_THREADS",
+                self.settings.http_threads,
+                waiting,
+                len(workers),
+            )
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what was accepted (within `timeout`), release the threads."""
@@ -320,6 +332,13 @@ class Engine:
     def _finish_async(self, job: Job) -> None:
         try:
             job.succeed(self._encode(job))
+            log.info(
+                "job %s succeeded: %d image(s), %.2f s queued, %.2f s on the device",
+                job.id,
+                job.request.num_images,
+                job.queue_seconds(),
+                job.run_seconds(),
+            )
         except Exception:  # an encoder failure must not leave the job "running" forever
             log.exception("encoding the images of job %s failed", job.id)
             job.fail_encoding(GenerationFailedError("Encoding the images failed."))

@@ -241,11 +241,14 @@ class OpenAIErrorSchema(Schema):
 
 _ERROR_CODES = {
     400: "invalid_request",
+    401: "invalid_api_key",
     404: "not_found",
     405: "method_not_allowed",
     413: "request_too_large",
     415: "unsupported_media_type",
+    429: "rate_limit_exceeded",
     503: "service_unavailable",
+    504: "timeout",
     507: "out_of_memory",
 }
 
