@@ -16,7 +16,8 @@ COPY gunicorn.conf.py .env ./
 COPY models/README.md models/
 
 # The server needs no privileges; models/ is mounted from the host (see docker-compose.yml).
-RUN useradd --create-home --uid 1000 app && chown -R app /app
+# .jobs exists in the image so the compose volume mounted there inherits the app user's ownership.
+RUN useradd --create-home --uid 1000 app && mkdir -p /app/.jobs && chown -R app /app
 USER app
 
 EXPOSE 5000

@@ -165,6 +165,7 @@ class ServingSettings:
     job_timeout_seconds: float  # jobs (POST /jobs): wait + run; 0: no deadline
     job_ttl_seconds: float  # how long a finished job and its images are kept
     max_stored_jobs: int  # finished jobs kept at most (the oldest go first)
+    jobs_dir: Path | None  # where jobs are saved to outlive restarts; None (off): memory only
     max_batch_size: int  # images one pipeline call may serve; 1: no micro-batching
     batch_wait_ms: float  # how long a lone job waits for company
 
@@ -323,6 +324,7 @@ class _SettingsSchema(Schema):
     max_stored_jobs = fields.Integer(
         data_key="MAX_STORED_JOBS", load_default=1000, validate=validate.Range(1, 1_000_000)
     )
+    jobs_dir = fields.String(data_key="JOBS_DIR", load_default=".jobs")
     max_batch_size = fields.Integer(
         data_key="MAX_BATCH_SIZE", load_default=4, validate=validate.Range(1, 64)
     )
@@ -372,7 +374,11 @@ class _SettingsSchema(Schema):
             "max_batch_size",
             "batch_wait_ms",
         )
-        serving = ServingSettings(**{name: data.pop(name) for name in serving_names})
+        jobs_dir = data.pop("jobs_dir")
+        serving = ServingSettings(
+            **{name: data.pop(name) for name in serving_names},
+            jobs_dir=None if jobs_dir.lower() == "off" else resolve_path(jobs_dir),
+        )
         access = AccessSettings(
             api_keys=_api_keys(data.pop("api_keys"), data.pop("api_keys_file")),
             rate_limit=data.pop("rate_limit"),

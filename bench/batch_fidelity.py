@@ -78,7 +78,7 @@ def compare(overrides: dict[str, Any], size: int, steps: int, count: int) -> Fid
 
 
 def _run(overrides: dict[str, Any], requests: list[GenerationRequest]) -> list[tuple[bytes, int]]:
-    engine = Engine(load_settings(overrides))
+    engine = Engine(load_settings({"JOBS_DIR": "off", **overrides}))  # nothing to keep
     engine.start()
     try:
         if not engine.wait_until_loaded(600) or not engine.status().ready:

@@ -153,7 +153,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "HTTP_THREADS": max(32, args.clients * 2),
         "GRACEFUL_TIMEOUT": 60,
     }
-    log = Path(tempfile.mkdtemp(prefix="loadtest-")) / "server.log"
+    folder = Path(tempfile.mkdtemp(prefix="loadtest-"))
+    settings["JOBS_DIR"] = str(folder / "jobs")
+    log = folder / "server.log"
     server = Server(settings, log)
     tally = Tally()
     memory: list[int] = []

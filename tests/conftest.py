@@ -56,10 +56,11 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def base_settings(models_dir: Path) -> dict[str, object]:
-    """Overrides that make an app hermetic: the temp demo model, on the CPU."""
+def base_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Overrides that make an app hermetic: the temp demo model, on the CPU, jobs in temp."""
     return {
         "MODELS_DIR": str(models_dir),
+        "JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
         "DEFAULT_MODEL": "demo",
         "DEVICE": "cpu",
         "TORCH_DTYPE": "auto",
@@ -70,12 +71,16 @@ def base_settings(models_dir: Path) -> dict[str, object]:
 
 
 @pytest.fixture
-def make_app(base_settings: dict[str, object]) -> Iterator[Callable[..., object]]:
-    """Factory: an app with extra overrides, already done loading (successfully or not)."""
+def make_app(base_settings: dict[str, object], tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """Factory: an app with extra overrides, already done loading (successfully or not).
+
+    Each app keeps its jobs in its own folder unless JOBS_DIR is given.
+    """
     engines = []
 
     def factory(wait: bool = True, **overrides: object):
-        app = create_app({**base_settings, **overrides})
+        jobs = {"JOBS_DIR": str(tmp_path / f"jobs-{len(engines)}")}
+        app = create_app({**base_settings, **jobs, **overrides})
         engine = app.extensions["engine"]
         engines.append(engine)
         if wait:
@@ -191,7 +196,8 @@ def start_server(
 
     def factory(command: list[str] | None = None, **overrides: object) -> ServerProcess:
         log_path = tmp_path / f"server-{len(servers)}.log"
-        servers.append(launch_server(base_settings, log_path, command, **overrides))
+        jobs = {"JOBS_DIR": str(tmp_path / f"jobs-{len(servers)}")}
+        servers.append(launch_server(base_settings, log_path, command, **{**jobs, **overrides}))
         return servers[-1]
 
     yield factory

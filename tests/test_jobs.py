@@ -210,3 +210,55 @@ def test_with_api_keys_a_job_is_visible_only_to_its_key(make_app):
         response = getattr(api, method)(f"/jobs/{job['id']}{path}", headers=as_b)
         assert response.status_code == 404, (method, path)
     assert api.get(f"/jobs/{job['id']}/image", headers=as_a).status_code == 200
+
+
+def test_finished_jobs_outlive_a_restart(make_app, tmp_path):
+    folder = str(tmp_path / "kept")
+    before = make_app(JOBS_DIR=folder)
+    api = before.test_client()
+    job = api.post("/jobs", json={"prompt": "kept", "seed": 5, "num_images": 2, **TINY}).json
+    state = wait_for(api, job["id"], {"succeeded"})
+    images = [api.get(url).data for url in state["images"]]
+    before.extensions["engine"].stop(timeout=30)
+
+    after = make_app(JOBS_DIR=folder).test_client()
+    again = after.get(f"/jobs/{job['id']}").get_json()
+    for field in ("status", "seeds", "parameters", "images", "created_at", "expires_at"):
+        assert again[field] == state[field], field
+    assert [after.get(url).data for url in again["images"]] == images
+    assert after.get(f"/jobs/{job['id']}/image").headers["X-Seed"] == "5"
+    assert after.delete(f"/jobs/{job['id']}").status_code == 200
+    assert after.get(f"/jobs/{job['id']}").status_code == 410
+    assert not list((tmp_path / "kept").iterdir())  # its record and images are gone
+
+
+def test_a_job_cut_off_by_a_crash_reads_back_as_failed(make_app, tmp_path):
+    folder = str(tmp_path / "kept")
+    crashed = make_app(JOBS_DIR=folder, MAX_BATCH_SIZE=1)
+    hold = Hold(0.5)
+    crashed.extensions["engine"].workers[0].step_hook = hold
+    job = crashed.test_client().post("/jobs", json={"prompt": "cut off", **TINY}).get_json()
+    # A second process on the same folder sees only what the first wrote when it accepted it.
+    state = make_app(JOBS_DIR=folder).test_client().get(f"/jobs/{job['id']}").get_json()
+    assert state["status"] == "failed"
+    assert "server stopped before this job finished" in state["error"]
+    hold.held.clear()
+
+
+def test_after_a_restart_a_job_is_still_visible_only_to_its_key(make_app, tmp_path):
+    keys = {"JOBS_DIR": str(tmp_path / "kept"), "API_KEYS": f"{KEY_A},{KEY_B}"}
+    first = make_app(**keys)
+    as_a = {"X-API-Key": KEY_A}
+    job = first.test_client().post("/jobs", json={"prompt": "x", **TINY}, headers=as_a).json
+    wait_for(first.test_client(), job["id"], {"succeeded"}, headers=as_a)
+    first.extensions["engine"].stop(timeout=30)
+    api = make_app(**keys).test_client()
+    assert api.get(f"/jobs/{job['id']}", headers={"X-API-Key": KEY_B}).status_code == 404
+    assert api.get(f"/jobs/{job['id']}", headers=as_a).status_code == 200
+
+
+def test_job_ids_never_reach_the_file_system_unchecked(make_app, tmp_path):
+    api = make_app(JOBS_DIR=str(tmp_path / "kept")).test_client()
+    (tmp_path / "secret.json").write_text('{"status": "succeeded"}')
+    for job_id in ("..%2Fsecret", "../secret", "secret", "%2e%2e%2fsecret", "a" * 300):
+        assert api.get(f"/jobs/{job_id}").status_code == 404, job_id

@@ -35,6 +35,9 @@ def test_compose_serves_the_image_with_gpu_models_and_env():
     (service,) = compose["services"].values()
     assert service["env_file"] == ".env"
     assert "./models:/app/models" in service["volumes"]
+    assert "jobs:/app/.jobs" in service["volumes"] and "jobs" in compose["volumes"]
+    # The container gets SIGTERM, then this long to drain before SIGKILL.
+    assert int(service["stop_grace_period"].rstrip("s")) > 60
     assert service["ports"] == ["${PORT:-5000}:5000"]
     assert service["environment"]["PORT"] == "5000"
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]

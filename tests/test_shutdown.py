@@ -32,8 +32,9 @@ def wait_for_load(url: str, pending: int, timeout: float = 30) -> None:
     raise AssertionError(f"never saw {pending} generations pending")
 
 
-def test_sigterm_answers_every_accepted_request_then_exits(start_server):
-    server = start_server(GRACEFUL_TIMEOUT=120, MAX_BATCH_SIZE=1)
+def test_sigterm_answers_every_accepted_request_then_exits(start_server, tmp_path):
+    jobs = str(tmp_path / "jobs")
+    server = start_server(GRACEFUL_TIMEOUT=120, MAX_BATCH_SIZE=1, JOBS_DIR=jobs)
     server.wait_for_ping()
     server.wait_until_healthy()
     with ThreadPoolExecutor(4) as pool:
@@ -59,6 +60,13 @@ def test_sigterm_answers_every_accepted_request_then_exits(start_server):
     # The queued job had no open request; the worker finished it before exiting.
     assert f"job {job.json()['id']} succeeded" in log, log
     assert log.index("Handling signal: term") < log.index(f"job {job.json()['id']}")
+    # ... and its images are there for the client after the restart.
+    restarted = start_server(JOBS_DIR=jobs)
+    restarted.wait_for_ping()
+    state = requests.get(f"{restarted.url}/jobs/{job.json()['id']}", timeout=10).json()
+    assert state["status"] == "succeeded"
+    image = requests.get(restarted.url + state["images"][0], timeout=10)
+    assert image.status_code == 200 and png_size(image.content) == (384, 384)
     assert "Traceback" not in log
 
 

@@ -28,6 +28,7 @@ from backend.model.errors import (
     QueueFullError,
 )
 from backend.model.images import encode, infotext
+from backend.model.job_files import JobFiles
 from backend.model.jobs import Job, JobStatus, JobStore
 from backend.model.registry import ModelCatalog, display_path
 from backend.model.types import (
@@ -92,6 +93,18 @@ class ModelInfo:
         return bool(self.loaded_on)
 
 
+def _job_files(settings: Settings) -> JobFiles | None:
+    folder = settings.serving.jobs_dir
+    if folder is None:
+        return None
+    try:
+        return JobFiles(folder)
+    except OSError as error:
+        # Serving matters more than keeping jobs across restarts: go on, in memory, loudly.
+        log.error("JOBS_DIR %s is unusable (%s); jobs will not outlive a restart", folder, error)
+        return None
+
+
 class Engine:
     """Serves generations on one worker per device; one engine per app, so per process."""
 
@@ -99,7 +112,9 @@ class Engine:
         self.settings = settings
         self.metrics = metrics or ServerMetrics()
         self.catalog = ModelCatalog(settings.default_model, settings.models_dir)
-        self.jobs = JobStore(settings.serving.job_ttl_seconds, settings.serving.max_stored_jobs)
+        self.jobs = JobStore(
+            settings.serving.job_ttl_seconds, settings.serving.max_stored_jobs, _job_files(settings)
+        )
         self._workers: tuple[DeviceWorker, ...] = ()
         self._started = threading.Event()
         self._dispatch = threading.Lock()  # choosing a device and queueing on it, atomically

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +24,10 @@ from backend.model.errors import (
     JobNotFoundError,
     ModelLayerError,
 )
-from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
+from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
 if TYPE_CHECKING:
+    from backend.model.job_files import JobFiles
     from backend.model.schedulers import SchedulerChoice
 
 
@@ -58,7 +59,7 @@ class Job:
 
     def __init__(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | None,  # None only for a job read back from disk (`restore`)
         request: GenerationRequest,
         output: OutputOptions,
         timeout: float | None,
@@ -84,9 +85,67 @@ class Job:
         self.raw: RawOutput | None = None
         self.result: GenerationResult | None = None
         self.on_drawn: Callable[[Job], None] | None = None  # called once the images exist
+        self.on_end: Callable[[Job], None] | None = None  # called once it reached a final state
         self.position: Callable[[Job], int | None] = lambda _job: None  # set by the queue
         self._lock = threading.Lock()
         self._drawn = threading.Event()  # the worker is done with it, one way or another
+
+    def record(self) -> dict[str, Any]:
+        """Everything needed to show this job again later, as plain JSON-able values."""
+        result = self.result
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "status": self.status.value,
+            "error": str(self.error) if self.error is not None else None,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "queue_seconds": self.queue_seconds(),
+            "run_seconds": self.run_seconds(),
+            "ran": self.started is not None,
+            "batch_size": self.batch_size,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "timeout": self.timeout,
+            "request": asdict(self.request),
+            "output": asdict(self.output),
+            "scheduler": result.scheduler if result else None,
+            "sampler": result.sampler if result else None,
+        }
+
+    @classmethod
+    def restore(cls, record: dict[str, Any], images: list[EncodedImage]) -> Job:
+        """A job read back from its `record` (and its images), e.g. after a restart."""
+        request = GenerationRequest(**record["request"])
+        job = cls(None, request, OutputOptions(**record["output"]), record["timeout"])
+        job.id, job.owner = record["id"], record["owner"]
+        job.created_at, job.finished_at = record["created_at"], record["finished_at"]
+        job.step, job.total_steps = record["step"], record["total_steps"]
+        job.batch_size = record["batch_size"]
+        # Durations, re-expressed on a clock that starts at 1 (0 would read as "not yet").
+        job.submitted = 1.0
+        job.started = 1.0 + record["queue_seconds"] if record["ran"] else None
+        job.finished = 1.0 + record["queue_seconds"] + record["run_seconds"]
+        job.deadline = None
+        status = JobStatus(record["status"])
+        if not status.final:  # the process ended while it waited or ran
+            status = JobStatus.FAILED
+            record["error"] = "The server stopped before this job finished; submit it again."
+            job.finished_at = job.finished_at or time.time()
+        job.status = status
+        job.error = ModelLayerError(record["error"]) if record["error"] else None
+        if status is JobStatus.SUCCEEDED:
+            job.result = GenerationResult(
+                images=images,
+                model=request.model or "",
+                request=request,
+                scheduler=record["scheduler"],
+                sampler=record["sampler"],
+                generation_seconds=record["run_seconds"],
+                queue_seconds=record["queue_seconds"],
+            )
+        job._drawn.set()
+        return job
 
     # --- the device worker's side ---
 
@@ -143,7 +202,12 @@ class Job:
             self.finished = time.monotonic()
             self.finished_at = time.time()
         self._drawn.set()
+        self._ended()
         return True
+
+    def _ended(self) -> None:
+        if self.on_end is not None:
+            self.on_end(self)
 
     # --- the caller's side ---
 
@@ -153,6 +217,7 @@ class Job:
             self.result, self.raw = result, None
             self.status = JobStatus.SUCCEEDED
             self.finished_at = time.time()
+        self._ended()
 
     def fail_encoding(self, error: ModelLayerError) -> None:
         """The images were drawn but could not be encoded."""
@@ -160,6 +225,7 @@ class Job:
             self.raw, self.error = None, error
             self.status = JobStatus.FAILED
             self.finished_at = time.time()
+        self._ended()
 
     @property
     def alive(self) -> bool:
@@ -202,37 +268,55 @@ class JobStore:
     (a bounded number) so a late poll hears "gone" rather than "never existed".
     """
 
-    def __init__(self, ttl: float, max_finished: int) -> None:
+    def __init__(self, ttl: float, max_finished: int, files: JobFiles | None = None) -> None:
         self.ttl = ttl
         self.max_finished = max_finished
+        self.files = files  # None: jobs live in memory only
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._gone: OrderedDict[str, str] = OrderedDict()  # id -> why it was forgotten
         self._lock = threading.Lock()
+        if files is not None:
+            files.sweep(ttl, max_finished)
 
     def add(self, job: Job) -> None:
         """Keep `job` until it has been finished for `ttl` seconds."""
         with self._lock:
             self._sweep()
             self._jobs[job.id] = job
+        if self.files is not None:
+            # Written now and again at the end: a crash in between reads back as "interrupted".
+            job.on_end = self.files.save
+            self.files.save(job)
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job with this id, if `owner` may see it; JobNotFoundError or JobGoneError."""
         with self._lock:
             self._sweep()
             job = self._jobs.get(job_id)
-            if job is not None and job.owner in (None, owner):
-                return job
-            # Another key's job reads exactly like one that never existed.
             reason = self._gone.get(job_id) if job is None else None
-        if reason is not None:
+        if job is None and reason is None and self.files is not None:
+            job = self._from_disk(job_id)  # e.g. submitted before a restart
+        if job is not None and job.owner in (None, owner):
+            return job
+        if reason is not None and job is None:
             raise JobGoneError(f"Job {job_id} is gone: {reason}.")
+        # Another key's job reads exactly like one that never existed.
         raise JobNotFoundError(f"No job with id {job_id[:64]!r}.")
+
+    def _from_disk(self, job_id: str) -> Job | None:
+        if self.files is None:
+            return None
+        job = self.files.load(job_id)
+        if job is not None and job.finished_at and time.time() - job.finished_at >= self.ttl:
+            self.files.delete(job_id)
+            return None
+        return job
 
     def forget(self, job: Job, reason: str) -> None:
         """Drop a job and its images now."""
         with self._lock:
-            if self._jobs.pop(job.id, None) is not None:
-                self._remember(job.id, reason)
+            self._jobs.pop(job.id, None)
+            self._remember(job.id, reason)  # deletes its files too
 
     def counts(self) -> dict[str, int]:
         """How many kept jobs are in each status."""
@@ -256,6 +340,8 @@ class JobStore:
                 self._remember(job.id, f"only the last {self.max_finished} finished jobs are kept")
 
     def _remember(self, job_id: str, reason: str) -> None:
+        if self.files is not None:
+            self.files.delete(job_id)
         self._gone[job_id] = reason
         while len(self._gone) > 10 * self.max_finished:
             self._gone.popitem(last=False)

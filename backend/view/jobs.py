@@ -79,7 +79,7 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
                 "total": job.total_steps,
                 "fraction": round(min(job.step / total, 1.0), 4),
             },
-            "model": job.spec.name,
+            "model": job.request.model,
             "seeds": job.request.seeds(),
             "parameters": _parameters(job),
             "created_at": _iso(job.created_at),
@@ -100,7 +100,7 @@ def _iso(timestamp: float) -> str:
 def _parameters(job: Job) -> dict[str, Any]:
     if job.result is not None:  # with the scheduler that ran, even when the model's own
         return job.result.parameters()
-    parameters = {**asdict(job.request), "model": job.spec.name}
+    parameters = asdict(job.request)
     if parameters["scheduler"] is None:  # the model's own: named once it ran
         del parameters["scheduler"]
     return parameters

@@ -1,0 +1,107 @@
+"""Jobs on disk (JOBS_DIR): a finished job's state and images outlive a restart of the server.
+
+One `<id>.json` per job (its `Job.record()`) and one `<id>.<k>.<ext>` per image, each written
+to a temporary name and renamed, so a reader never sees half a file. The record is written when
+the job is accepted and again when it ends: a job whose last record is not final was cut off by
+a crash, and reads back as failed with a message saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from backend.model.jobs import Job, JobStatus
+from backend.model.types import EncodedImage
+
+log = logging.getLogger(__name__)
+
+# What `secrets.token_urlsafe(16)` makes; anything else never reaches the file system.
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+class JobFiles:
+    """Reads and writes job records and images in one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def save(self, job: Job) -> None:
+        """Write the job's record, and its images once it succeeded. Never raises."""
+        try:
+            record = job.record()
+            if job.status is JobStatus.SUCCEEDED and job.result is not None:
+                record["images"] = [
+                    self._write_image(job.id, index, image)
+                    for index, image in enumerate(job.result.images)
+                ]
+            self._write(self.folder / f"{job.id}.json", json.dumps(record).encode())
+        except OSError as error:  # a full disk must not fail the job itself
+            log.warning("could not save job %s to %s: %s", job.id, self.folder, error)
+
+    def load(self, job_id: str) -> Job | None:
+        """The job saved under `job_id`, or None."""
+        if not JOB_ID.match(job_id):
+            return None
+        try:
+            record = json.loads((self.folder / f"{job_id}.json").read_text())
+            images = [
+                EncodedImage(
+                    (self.folder / image["file"]).read_bytes(), image["media_type"], image["seed"]
+                )
+                for image in record.get("images", [])
+            ]
+            return Job.restore(record, images)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("job %s in %s is unreadable: %s", job_id, self.folder, error)
+            return None
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job's record and images, if any."""
+        if not JOB_ID.match(job_id):
+            return
+        for path in self.folder.glob(f"{job_id}.*"):
+            path.unlink(missing_ok=True)
+
+    def sweep(self, ttl: float, keep: int) -> None:
+        """At start-up: drop records finished more than `ttl` ago, and all but the newest `keep`
+        finished ones."""
+        finished: list[tuple[float, str]] = []
+        now = time.time()
+        for path in self.folder.glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+                ended = record["finished_at"] or path.stat().st_mtime
+            except (OSError, ValueError, KeyError, TypeError):
+                ended = 0.0  # unreadable: treated as long expired
+            if now - ended >= ttl:
+                self.delete(path.stem)
+            else:
+                finished.append((ended, path.stem))
+        for _, job_id in sorted(finished, reverse=True)[keep:]:
+            self.delete(job_id)
+        for path in self.folder.glob("*.tmp"):  # left by a crash mid-write
+            path.unlink(missing_ok=True)
+
+    def _write_image(self, job_id: str, index: int, image: EncodedImage) -> dict:
+        name = f"{job_id}.{index}.{image.extension}"
+        self._write(self.folder / name, image.data)
+        return {"file": name, "media_type": image.media_type, "seed": image.seed}
+
+    def _write(self, path: Path, data: bytes) -> None:
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
