@@ -1,4 +1,5 @@
-"""GPU-only behaviour: float16, offload, real out-of-memory, idle unload, several GPUs.
+"""GPU-only behaviour: float16, offload, real out-of-memory, idle unload, several GPUs,
+micro-batching fidelity.
 
 Skipped without CUDA (CI has none). Run them on a GPU host with `pytest -m gpu`.
 """
@@ -86,3 +87,14 @@ def test_every_gpu_gets_a_worker(make_app):
     devices = app.test_client().get("/health").get_json()["devices"]
     assert [d["device"] for d in devices] == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     assert all(d["loaded_models"] == ["demo"] for d in devices)
+
+
+def test_batched_images_are_invisibly_close_to_solo_ones_on_a_gpu(models_dir):
+    from bench.batch_fidelity import compare
+
+    overrides = {"MODELS_DIR": str(models_dir), "DEVICE": "cuda:0", "LOG_LEVEL": "warning"}
+    fidelity = compare(overrides, size=256, steps=4, count=4)
+    print(f"GPU batch fidelity: {fidelity}")  # the figures for the README (pytest -s)
+    assert fidelity.batch_size == 4
+    assert fidelity.psnr_db >= 40  # float16 kernels differ by batch size more than CPU ones
+    assert compare(overrides, size=256, steps=4, count=1).identical
