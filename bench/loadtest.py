@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "DEFAULT_MODEL": "demo",
         "DEVICE": "cpu",
         "MAX_QUEUE_SIZE": args.queue,
-        "MAX_BATCH_SIZE": 4,
+        "MAX_BATCH_SIZE": args.batch,
         "RATE_LIMIT": args.rate_limit or "",
         "API_KEYS": "",
         "LOG_LEVEL": "warning",
@@ -185,6 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "duration_s": round(elapsed, 1),
         "queue": args.queue,
+        "batch": args.batch,
         "rate_limit": args.rate_limit,
         "statuses": dict(sorted(tally.statuses.items())),
         "images": tally.images,
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=30, help="seconds of load")
     parser.add_argument("--queue", type=int, default=4, help="MAX_QUEUE_SIZE")
+    parser.add_argument("--batch", type=int, default=4, help="MAX_BATCH_SIZE")
     parser.add_argument("--rate-limit", default=None, help="RATE_LIMIT, e.g. 10/second")
     parser.add_argument("--max-reject-ms", type=float, default=50, help="refusals' p99")
     parser.add_argument("--max-health-ms", type=float, default=100, help="/health's p99")
