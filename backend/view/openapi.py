@@ -76,13 +76,18 @@ def _errors(*statuses: int, schema: type[Schema] = ErrorSchema) -> dict[str, Any
     return {str(s): {"description": _ERROR_TEXT[s], **_json(schema)} for s in statuses}
 
 
+def _operation(
+    summary: str, tag: str, responses: dict[str, Any], parameters: list | None = None
+) -> dict[str, Any]:
+    operation = {"summary": summary, "tags": [tag], "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
 def _get(summary: str, schema: Any, tag: str, **errors: Any) -> dict[str, Any]:
     return {
-        "get": {
-            "summary": summary,
-            "tags": [tag],
-            "responses": {"200": {"description": "OK", **_json(schema)}, **errors},
-        }
+        "get": _operation(summary, tag, {"200": {"description": "OK", **_json(schema)}, **errors})
     }
 
 
@@ -119,18 +124,18 @@ def _add_jobs(spec: APISpec, image_content: dict[str, Any]) -> None:
     spec.path(
         path="/jobs/{job_id}",
         operations={
-            "get": {
-                "summary": "A job's status, progress, queue position, timing and error",
-                "tags": ["jobs"],
-                "parameters": [job_id],
-                "responses": {"200": job, **_errors(401, 404, 410)},
-            },
-            "delete": {
-                "summary": "Cancel a queued or running job; delete a finished one",
-                "tags": ["jobs"],
-                "parameters": [job_id],
-                "responses": {"200": job, **_errors(401, 404, 410)},
-            },
+            "get": _operation(
+                "A job's status, progress, queue position, timing and error",
+                "jobs",
+                {"200": job, **_errors(401, 404, 410)},
+                [job_id],
+            ),
+            "delete": _operation(
+                "Cancel a queued or running job; delete a finished one",
+                "jobs",
+                {"200": job, **_errors(401, 404, 410)},
+                [job_id],
+            ),
         },
     )
     image = {
@@ -143,17 +148,8 @@ def _add_jobs(spec: APISpec, image_content: dict[str, Any]) -> None:
         ("/jobs/{job_id}/image", [job_id], "The first image of a job that succeeded"),
         ("/jobs/{job_id}/images/{index}", [job_id, index], "Image `index` (from 0) of a job"),
     ):
-        spec.path(
-            path=path,
-            operations={
-                "get": {
-                    "summary": summary,
-                    "tags": ["jobs"],
-                    "parameters": parameters,
-                    "responses": {"200": image, **_errors(401, 404, 409, 410)},
-                }
-            },
-        )
+        responses = {"200": image, **_errors(401, 404, 409, 410)}
+        spec.path(path=path, operations={"get": _operation(summary, "jobs", responses, parameters)})
 
 
 def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str, Any]:
@@ -200,19 +196,13 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
                 "generate",
             ),
         )
+    pong = {"text/plain": {"schema": {"type": "string", "enum": ["pong"]}}}
     spec.path(
         path="/ping",
         operations={
-            "get": {
-                "summary": "Liveness: always pong",
-                "tags": ["health"],
-                "responses": {
-                    "200": {
-                        "description": "pong",
-                        "content": {"text/plain": {"schema": {"type": "string", "enum": ["pong"]}}},
-                    }
-                },
-            }
+            "get": _operation(
+                "Liveness: always pong", "health", {"200": {"description": "pong", "content": pong}}
+            )
         },
     )
     health = {"description": "Not ready: loading, or failed (see error)", **_json(HealthSchema)}
@@ -223,20 +213,12 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         path="/models", operations=_get("Models this server knows", ModelListSchema, "models")
     )
     _add_jobs(spec, generate_ok["content"])
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    metrics = {"description": "Prometheus text format", "content": text}
     spec.path(
         path="/metrics",
         operations={
-            "get": {
-                "summary": "Prometheus metrics",
-                "tags": ["health"],
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(401),
-                },
-            }
+            "get": _operation("Prometheus metrics", "health", {"200": metrics, **_errors(401)})
         },
     )
 
