@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from bench.server import Server
+from bench.server import Server, server_env
 
 BODY = {"prompt": "a lighthouse in a storm", "width": 128, "height": 128, "steps": 4}
 ACCEPTED, REFUSED = {200, 202}, {503, 429}
@@ -156,11 +156,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="loadtest-"))
     settings["JOBS_DIR"] = str(folder / "jobs")
     log = folder / "server.log"
-    server = Server(settings, log)
+    server = Server(server_env(settings), log)
     tally = Tally()
     memory: list[int] = []
     try:
-        server.wait_until_healthy()
+        server.seconds_until_healthy()
         requests.post(f"{server.url}/image/generate", json=BODY, timeout=120)  # warm up
         started = time.monotonic()
         until = started + args.duration

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +11,9 @@ import pytest
 import requests
 
 import backend  # noqa: F401  (hub offline before anything imports diffusers)
-from backend.config import ROOT
 from backend.main import create_app
 from backend.model.demo import save_demo_model
+from bench.server import Server, server_env
 
 LOAD_TIMEOUT = 120.0
 
@@ -109,33 +104,8 @@ def client(app):
     return app.test_client()
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """A real server started as a subprocess, on a loopback port, with its log kept."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.port = int(env["PORT"])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so stop() can signal make, gunicorn and its worker at once
-        )
-
-    def log(self) -> str:
-        """Everything the server printed so far."""
-        return self.log_path.read_text(errors="replace")
+class ServerProcess(Server):
+    """A real server started as a subprocess, with the waits tests need."""
 
     def wait_for_ping(self, timeout: float = 60.0) -> None:
         """Return as soon as the server answers /ping."""
@@ -161,17 +131,6 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"not healthy within {timeout}s (saw {set(seen)}):\n{self.log()}")
 
-    def stop(self) -> None:
-        """SIGTERM the whole process group, then make sure it is gone."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
-
 
 def launch_server(
     settings: dict[str, object],
@@ -180,11 +139,7 @@ def launch_server(
     **overrides: object,
 ) -> ServerProcess:
     """Start a real server (gunicorn with gunicorn.conf.py by default) on a free loopback port."""
-    env = {**os.environ, **{k: str(v) for k, v in settings.items()}}
-    env.update({"HOST": "127.0.0.1", "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
-    env.update({k: str(v) for k, v in overrides.items()})
-    command = command or [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-    return ServerProcess(command, env, log_path)
+    return ServerProcess(server_env(settings, **overrides), log_path, command)
 
 
 @pytest.fixture

@@ -6,19 +6,12 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import requests
 from helpers import png_size
 
 # Heavy enough on the demo model that several queue up behind each other.
 SLOW = {"prompt": "slow", "width": 384, "height": 384, "steps": 16}
-
-
-def worker_pids(master: int) -> list[int]:
-    """gunicorn's worker processes: the master's children."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 def wait_for_load(url: str, pending: int, timeout: float = 30) -> None:
@@ -74,15 +67,15 @@ def test_a_crashed_worker_is_replaced_and_serves_again(start_server):
     server = start_server()
     server.wait_for_ping()
     server.wait_until_healthy()
-    (worker,) = worker_pids(server.process.pid)
+    (worker,) = server.worker_pids()
     os.kill(worker, signal.SIGKILL)  # a segfault or the OOM killer, as far as gunicorn knows
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        pids = worker_pids(server.process.pid)
+        pids = server.worker_pids()
         if pids and pids != [worker]:
             break
         time.sleep(0.05)
-    (replacement,) = worker_pids(server.process.pid)
+    (replacement,) = server.worker_pids()
     assert replacement != worker
     server.wait_for_ping()
     server.wait_until_healthy()
