@@ -213,17 +213,19 @@ class Job:
 
     def succeed(self, result: GenerationResult) -> None:
         """Keep the encoded result and let go of the raw images."""
-        with self._lock:
-            self.result, self.raw = result, None
-            self.status = JobStatus.SUCCEEDED
-            self.finished_at = time.time()
-        self._ended()
+        self._settle(JobStatus.SUCCEEDED, result, None)
 
     def fail_encoding(self, error: ModelLayerError) -> None:
         """The images were drawn but could not be encoded."""
+        self._settle(JobStatus.FAILED, None, error)
+
+    def _settle(
+        self, status: JobStatus, result: GenerationResult | None, error: ModelLayerError | None
+    ) -> None:
+        # Once drawn, a job can no longer be cancelled: only the encoder settles it.
         with self._lock:
-            self.raw, self.error = None, error
-            self.status = JobStatus.FAILED
+            self.raw, self.result, self.error = None, result, error
+            self.status = status
             self.finished_at = time.time()
         self._ended()
 
