@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -262,3 +263,19 @@ def test_job_ids_never_reach_the_file_system_unchecked(make_app, tmp_path):
     (tmp_path / "secret.json").write_text('{"status": "succeeded"}')
     for job_id in ("..%2Fsecret", "../secret", "secret", "%2e%2e%2fsecret", "a" * 300):
         assert api.get(f"/jobs/{job_id}").status_code == 404, job_id
+
+
+def test_a_tampered_record_cannot_point_outside_the_jobs_folder(make_app, tmp_path):
+    folder = tmp_path / "kept"
+    api = make_app(JOBS_DIR=str(folder)).test_client()
+    job = api.post("/jobs", json={"prompt": "x", **TINY}).get_json()
+    wait_for(api, job["id"], {"succeeded"})
+    (tmp_path / "outside.png").write_bytes(b"not yours")
+    record_path = folder / f"{job['id']}.json"
+    record = json.loads(record_path.read_text())
+    record["images"][0]["file"] = "../outside.png"
+    record_path.write_text(json.dumps(record))
+    restarted = make_app(JOBS_DIR=str(folder)).test_client()
+    assert restarted.get(f"/jobs/{job['id']}").status_code == 404  # unreadable, so not served
+    assert restarted.delete(f"/jobs/{job['id']}").status_code == 404
+    assert (tmp_path / "outside.png").read_bytes() == b"not yours"

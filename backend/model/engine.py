@@ -317,22 +317,18 @@ class Engine:
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         request = replace(request, seed=seed, model=spec.name)
         job = Job(spec, request, output or OutputOptions(), timeout or None, owner)
-        if keep:
+        if keep:  # before queueing: the device may finish it before `submit` returns
             job.on_drawn = lambda drawn: self._encoder.submit(self._finish_async, drawn)
-            self.jobs.add(job)
+            job.on_end = self.jobs.save
         try:
             with self._dispatch:
                 self._choose(spec).submit(job)
         except (QueueFullError, ModelNotReadyError) as error:
             reason = "queue_full" if isinstance(error, QueueFullError) else "not_ready"
             self.metrics.rejections.labels(reason).inc()
-            if keep:
-                self.jobs.forget(job, "it was refused")
             raise
-        except BaseException:
-            if keep:
-                self.jobs.forget(job, "it was refused")
-            raise
+        if keep:  # only accepted jobs are kept (and written to disk): refusals stay cheap
+            self.jobs.add(job)
         return job
 
     def _abandon(self, job: Job) -> None:

@@ -8,11 +8,13 @@ a crash, and reads back as failed with a message saying so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,9 +33,16 @@ class JobFiles:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        # The state is read and written under one lock: when two threads save one job (accepted
+        # and already ended), the later write always holds the newer state.
+        self._lock = threading.Lock()
 
     def save(self, job: Job) -> None:
         """Write the job's record, and its images once it succeeded. Never raises."""
+        with self._lock:
+            self._save(job)
+
+    def _save(self, job: Job) -> None:
         try:
             record = job.record()
             if job.status is JobStatus.SUCCEEDED and job.result is not None:
@@ -53,7 +62,9 @@ class JobFiles:
             record = json.loads((self.folder / f"{job_id}.json").read_text())
             images = [
                 EncodedImage(
-                    (self.folder / image["file"]).read_bytes(), image["media_type"], image["seed"]
+                    self._image(job_id, image["file"]).read_bytes(),
+                    image["media_type"],
+                    image["seed"],
                 )
                 for image in record.get("images", [])
             ]
@@ -68,8 +79,23 @@ class JobFiles:
         """Remove the job's record and images, if any."""
         if not JOB_ID.match(job_id):
             return
-        for path in self.folder.glob(f"{job_id}.*"):
-            path.unlink(missing_ok=True)
+        record = self.folder / f"{job_id}.json"
+        try:
+            images = [image["file"] for image in json.loads(record.read_text()).get("images", [])]
+        except FileNotFoundError:
+            return  # never saved, or already gone: the common case, and one failed open
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            images = [path.name for path in self.folder.glob(f"{job_id}.*")]
+        for name in images:
+            with contextlib.suppress(ValueError):
+                self._image(job_id, name).unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+
+    def _image(self, job_id: str, name: str) -> Path:
+        # Only this job's own image names, never a path out of the folder, whatever a record says.
+        if not re.fullmatch(rf"{re.escape(job_id)}\.\d+\.[a-z]+", name):
+            raise ValueError(f"not an image of job {job_id}: {name!r}")
+        return self.folder / name
 
     def sweep(self, ttl: float, keep: int) -> None:
         """At start-up: drop records finished more than `ttl` ago, and all but the newest `keep`

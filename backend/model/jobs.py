@@ -285,9 +285,13 @@ class JobStore:
         with self._lock:
             self._sweep()
             self._jobs[job.id] = job
+        # Written now and again when it ends (`save` is its `on_end`): a crash in between
+        # reads back as "interrupted".
+        self.save(job)
+
+    def save(self, job: Job) -> None:
+        """Write the job's current state to disk, when jobs are kept there."""
         if self.files is not None:
-            # Written now and again at the end: a crash in between reads back as "interrupted".
-            job.on_end = self.files.save
             self.files.save(job)
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
