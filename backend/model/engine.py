@@ -318,7 +318,7 @@ class Engine:
         request = replace(request, seed=seed, model=spec.name)
         job = Job(spec, request, output or OutputOptions(), timeout or None, owner)
         if keep:  # before queueing: the device may finish it before `submit` returns
-            job.on_drawn = lambda drawn: self._encoder.submit(self._finish_async, drawn)
+            job.on_drawn = self._drawn
             job.on_end = self.jobs.save
         try:
             with self._dispatch:
@@ -339,6 +339,12 @@ class Engine:
     def _withdraw(self, job: Job) -> None:
         for worker in self._workers:
             worker.withdraw(job)
+
+    def _drawn(self, job: Job) -> None:
+        try:
+            self._encoder.submit(self._finish_async, job)
+        except RuntimeError:  # the encoder has shut down (a stop that ran out of time)
+            self._finish_async(job)
 
     def _finish_async(self, job: Job) -> None:
         try:
