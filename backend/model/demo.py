@@ -34,7 +34,7 @@ def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    tokenizer = _build_tokenizer()
+    tokenizer = build_tokenizer()
     unet = _build_unet(seed, cross_attention_dim=_CLIP_WIDTH)
     text_encoder = _build_text_encoder(CLIPTextModel, tokenizer, seed + 2)
     return StableDiffusionPipeline(
@@ -42,7 +42,7 @@ def _build_sd(seed: int):  # noqa: ANN202 (diffusers is imported lazily)
         vae=_build_vae(seed + 1),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        scheduler=_euler(),
+        scheduler=euler_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -54,7 +54,7 @@ def _build_sdxl(seed: int):  # noqa: ANN202
     from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _build_tokenizer()
+    tokenizer = build_tokenizer()
     time_embed_dim = 8
     unet = _build_unet(
         seed,
@@ -74,7 +74,7 @@ def _build_sdxl(seed: int):  # noqa: ANN202
         text_encoder_2=text_encoder_2,
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
-        scheduler=_euler(),
+        scheduler=euler_scheduler(),
         force_zeros_for_empty_prompt=True,
     )
 
@@ -89,7 +89,7 @@ def _build_sd3(seed: int):  # noqa: ANN202
     )
     from transformers import CLIPTextModelWithProjection
 
-    tokenizer = _build_tokenizer()
+    tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=32,
@@ -186,7 +186,8 @@ def _build_vae(seed: int, **config: float):  # noqa: ANN202
     )
 
 
-def _euler():  # noqa: ANN202
+def euler_scheduler():  # noqa: ANN201
+    """Euler with SD's betas and trailing timesteps (one-step sampling works, as for Turbo)."""
     from diffusers import EulerDiscreteScheduler
 
     # Trailing spacing makes one-step sampling meaningful, as for the Turbo models.
@@ -199,7 +200,7 @@ def _euler():  # noqa: ANN202
     )
 
 
-def _build_tokenizer():  # noqa: ANN202
+def build_tokenizer():  # noqa: ANN201
     """A byte-level CLIP tokenizer with no merges: every character is a token, any text works."""
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
