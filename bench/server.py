@@ -65,8 +65,8 @@ class Server:
             try:
                 if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return time.perf_counter() - self.started
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or its worker is still importing
             time.sleep(0.02)
         raise RuntimeError(f"not healthy within {timeout}s:\n{self.log()}")
 

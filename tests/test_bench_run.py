@@ -1,0 +1,35 @@
+"""`make bench` in miniature (the demo model, tiny counts), so the benchmark cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from backend.config import ROOT
+
+
+def test_the_benchmark_smoke_run_writes_its_table_json_and_plot(models_dir, tmp_path):
+    run = subprocess.run(  # noqa: PLW1510  (the return code is asserted below)
+        [sys.executable, "-m", "bench.run", "--smoke", "--models-dir", str(models_dir),
+         "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (report_path,) = tmp_path.glob("*-cpu.json")
+    report = json.loads(report_path.read_text())
+    assert set(report["ratios"]) == {
+        "overhead", "single_latency", "throughput_vs_naive_min", "cold_start", "memory",
+        "rejection_p99_ms",
+    }  # fmt: skip
+    assert report["versions"]["torch"] and report["device"] == "cpu"
+    assert [level["clients"] for level in report["results"]["throughput"]] == [1, 2]
+    assert all(level["images_per_s"] > 0 for level in report["results"]["naive_throughput"])
+    with Image.open(report_path.with_suffix(".png")) as plot:
+        assert plot.format == "PNG"
+    assert "throughput_vs_naive_min" in run.stdout  # the printed table
