@@ -180,3 +180,14 @@ def test_batched_images_are_invisibly_close_to_solo_ones(models_dir):
     assert fidelity.psnr_db >= 50  # invisible: JPEG at high quality is around 40 dB
     # A batch of one is the call a lone request makes: the same bytes.
     assert compare(overrides, size=128, steps=3, count=1).identical
+
+
+def test_a_job_waiting_for_batch_company_counts_as_running(make_app):
+    app = make_app(MAX_QUEUE_SIZE=1, MAX_BATCH_SIZE=4, BATCH_WAIT_MS=1500)
+    api = app.test_client()
+    first = api.post("/jobs", json={"prompt": "a", **TINY})  # taken, waits for company
+    time.sleep(0.2)
+    # Other sizes cannot join its batch: one may wait behind it, the next is refused.
+    second = api.post("/jobs", json={"prompt": "b", **TINY, "width": 128})
+    third = api.post("/jobs", json={"prompt": "c", **TINY, "width": 192})
+    assert [r.status_code for r in (first, second, third)] == [202, 202, 503]

@@ -247,6 +247,9 @@ class DeviceWorker:
             until = time.monotonic() + serving.batch_wait_ms / 1000
             while room > 0:
                 room = self._gather(batch, room)
+                # Counted as running from now: while it waits for company, admission must see
+                # the device as busy.
+                self._running = tuple(batch)
                 left = until - time.monotonic()
                 if room <= 0 or left <= 0 or self.state is WorkerState.STOPPED:
                     break
