@@ -18,16 +18,19 @@ works and the embedding table has the real size.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import backend  # noqa: F401  (hub offline before diffusers is imported)
 from backend.config import resolve_path
-from backend.model.demo import TOKENIZER_MAX_LENGTH, build_tokenizer, euler_scheduler
+from backend.model.demo import (
+    TOKENIZER_MAX_LENGTH,
+    build_tokenizer,
+    euler_scheduler,
+    save_pipeline,
+)
 
 DEFAULT_FOLDER = "models/bench-sd-turbo"  # git-ignored like every model folder
 SEED = 0
@@ -106,16 +109,7 @@ def save_bench_model(folder: Path, seed: int = SEED) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        pipeline.save_pretrained(staging, safe_serialization=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return save_pipeline(pipeline, folder)
 
 
 def parameter_counts(components: dict[str, Any]) -> dict[str, int]:

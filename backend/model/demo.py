@@ -223,10 +223,15 @@ def save_demo_model(folder: Path, family: str = "sd", seed: int = DEMO_SEED) -> 
 
     # Saving SD3 without T5 warns that None "cannot be saved": expected, and noise here.
     diffusers_logging.set_verbosity_error()
+    return save_pipeline(build_demo_pipeline(family, seed), folder)
+
+
+def save_pipeline(pipeline: Any, folder: Path) -> Path:
+    """Write `pipeline` to `folder` as safetensors, atomically: a reader never sees half."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        build_demo_pipeline(family, seed).save_pretrained(staging, safe_serialization=True)
+        pipeline.save_pretrained(staging, safe_serialization=True)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
