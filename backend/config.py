@@ -156,6 +156,22 @@ class MemorySettings:
     idle_unload_seconds: float  # 0: never
 
 
+# Components the speed settings name: the denoiser (a UNet, or SD3's transformer) and the VAE.
+SPEED_COMPONENTS = ("unet", "transformer", "vae")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """What is done to a pipeline to make it faster (see README, "Performance")."""
+
+    channels_last: tuple[str, ...] | None  # components stored channels_last; None: per device
+    fuse_qkv: str  # auto | true | false
+    compile: tuple[str, ...]  # components given to torch.compile; empty: none
+    compile_mode: str  # torch.compile's mode
+    prompt_cache_size: int  # text embeddings kept per loaded model; 0: off
+    tiny_vae: bool  # decode with the family's AutoencoderTiny from MODELS_DIR
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     """Admission control, deadlines, jobs and micro-batching (see README, "Serving under load")."""
@@ -195,6 +211,7 @@ class Settings:
     devices: tuple[str, ...] | None  # DEVICES, when set: several; auto = every visible GPU
     torch_dtype: str
     memory: MemorySettings
+    speed: SpeedSettings
     max_content_length: int
     response_format: str
     embed_metadata: bool
@@ -212,6 +229,27 @@ def resolve_path(value: str | os.PathLike[str]) -> Path:
 
 _DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 _DEVICES_PATTERN = r"^(auto|(cpu|cuda(:\d+)?)(\s*,\s*(cpu|cuda(:\d+)?))*)$"
+
+
+def _components(value: str, name: str, allow_auto: bool) -> tuple[str, ...] | None:
+    """A component list setting: auto (None), none/false, true (all), or unet,transformer,vae."""
+    value = value.strip().lower()
+    if allow_auto and value == "auto":
+        return None
+    if value in ("none", "false"):
+        return ()
+    if value == "true":
+        return SPEED_COMPONENTS
+    items = _split(value)
+    unknown = [item for item in items if item not in SPEED_COMPONENTS]
+    if unknown or not items:
+        choices = "auto, " if allow_auto else ""
+        raise ValidationError(
+            f"must be {choices}true, none, or a comma-separated list of "
+            f"{', '.join(SPEED_COMPONENTS)} (got {', '.join(unknown) or 'nothing'})",
+            name,
+        )
+    return items
 
 
 def _check_rate_limit(value: str) -> None:
@@ -309,6 +347,22 @@ class _SettingsSchema(Schema):
     idle_unload_seconds = fields.Float(
         data_key="IDLE_UNLOAD_SECONDS", load_default=0.0, validate=validate.Range(0)
     )
+    channels_last = fields.String(data_key="CHANNELS_LAST", load_default="auto")
+    fuse_qkv = fields.String(
+        data_key="FUSE_QKV", load_default="auto", validate=validate.OneOf(["auto", "true", "false"])
+    )
+    compile = fields.String(data_key="COMPILE", load_default="false")
+    compile_mode = fields.String(
+        data_key="COMPILE_MODE",
+        load_default="default",
+        validate=validate.OneOf(
+            ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+        ),
+    )
+    prompt_cache_size = fields.Integer(
+        data_key="PROMPT_CACHE_SIZE", load_default=64, validate=validate.Range(0, 100_000)
+    )
+    tiny_vae = fields.Boolean(data_key="TINY_VAE", load_default=False)
     max_queue_size = fields.Integer(
         data_key="MAX_QUEUE_SIZE", load_default=8, validate=validate.Range(0, 100_000)
     )
@@ -365,6 +419,14 @@ class _SettingsSchema(Schema):
             "idle_unload_seconds",
         )
         memory = MemorySettings(**{name: data.pop(name) for name in memory_names})
+        speed = SpeedSettings(
+            channels_last=_components(data.pop("channels_last"), "CHANNELS_LAST", True),
+            fuse_qkv=data.pop("fuse_qkv"),
+            compile=_components(data.pop("compile"), "COMPILE", False) or (),
+            compile_mode=data.pop("compile_mode"),
+            prompt_cache_size=data.pop("prompt_cache_size"),
+            tiny_vae=data.pop("tiny_vae"),
+        )
         serving_names = (
             "max_queue_size",
             "request_timeout_seconds",
@@ -392,6 +454,7 @@ class _SettingsSchema(Schema):
             devices=tuple(d.strip() for d in devices.split(",")) if devices else None,
             limits=limits,
             memory=memory,
+            speed=speed,
             serving=serving,
             access=access,
             **data,

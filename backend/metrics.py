@@ -83,6 +83,20 @@ class ServerMetrics:
             ["model", "device"],
             registry=registry,
         )
+        self.warmup_seconds = Gauge(
+            "t2i_model_warmup_seconds",
+            "How long the warm-up (torch.compile) of each model's latest load took.",
+            ["model", "device"],
+            registry=registry,
+        )
+        self.prompt_cache = Counter(
+            "t2i_prompt_cache_lookups",
+            "Prompt embeddings looked up in the cache, by result (hit or miss).",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("hit", "miss"):
+            self.prompt_cache.labels(result)
         self.rejections = Counter(
             "t2i_rejections",
             "Requests refused without running: queue_full, timeout, unauthorized, "

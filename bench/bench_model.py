@@ -10,6 +10,8 @@ honestly without downloading anything. It is SD-Turbo's layout (Stable Diffusion
   16 heads, 49408-token vocabulary);
 - VAE: the standard SD AutoencoderKL (128/256/512/512);
 - scheduler: Euler with trailing timesteps, as SD-Turbo ships.
+Also writes models/taesd: TAESD's AutoencoderTiny architecture with random weights (about
+10 MB), the tiny VAE that TINY_VAE=true decodes SD-family images with.
 Saved as float32 safetensors (about 5 GB), like the checkpoint's default files. The tokenizer
 is the demo's byte-level one: its ids are a subset of the real vocabulary, so every prompt
 works and the embedding table has the real size.
@@ -27,12 +29,14 @@ import backend  # noqa: F401  (hub offline before diffusers is imported)
 from backend.config import resolve_path
 from backend.model.demo import (
     TOKENIZER_MAX_LENGTH,
+    build_tiny_vae,
     build_tokenizer,
     euler_scheduler,
     save_pipeline,
 )
 
 DEFAULT_FOLDER = "models/bench-sd-turbo"  # git-ignored like every model folder
+TINY_VAE_FOLDER = "models/taesd"  # where TINY_VAE=true looks for the SD family's tiny VAE
 SEED = 0
 CLIP_VOCAB = 49408
 
@@ -126,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default=DEFAULT_FOLDER, help="folder to write")
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    parser.add_argument("--tiny-vae", default=TINY_VAE_FOLDER, help="tiny VAE folder to write")
     args = parser.parse_args(argv)
+    tiny = resolve_path(args.tiny_vae)
+    if not (tiny / "config.json").is_file() or args.force:
+        save_pipeline(build_tiny_vae(full_size=True, seed=SEED), tiny)
+        print(f"tiny VAE (TAESD architecture) written to {tiny}")
     folder = resolve_path(args.output)
     if (folder / "model_index.json").is_file() and not args.force:
         print(f"benchmark model already at {folder}")

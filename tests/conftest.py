@@ -40,6 +40,15 @@ SERVING = {
     "CORS_ORIGINS": "",
     "LOG_PROMPTS": "false",
 }
+# Speed settings at their defaults: on the CPU, the VAE channels_last and the prompt cache.
+SPEED = {
+    "CHANNELS_LAST": "auto",
+    "FUSE_QKV": "auto",
+    "COMPILE": "false",
+    "COMPILE_MODE": "default",
+    "PROMPT_CACHE_SIZE": 64,
+    "TINY_VAE": "false",
+}
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +71,7 @@ def base_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "LOG_LEVEL": "info",
         **LIMITS,
         **SERVING,
+        **SPEED,
     }
 
 

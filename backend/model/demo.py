@@ -186,6 +186,24 @@ def _build_vae(seed: int, **config: float):  # noqa: ANN202
     )
 
 
+def build_tiny_vae(latent_channels: int = 4, seed: int = DEMO_SEED, full_size: bool = False):  # noqa: ANN201
+    """An AutoencoderTiny (the TAESD architecture) with random weights: a few thousand of them,
+    or TAESD's real size with `full_size` (for benchmarks)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    if full_size:
+        return AutoencoderTiny(latent_channels=latent_channels)  # TAESD's own defaults
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=latent_channels,
+    )
+
+
 def euler_scheduler():  # noqa: ANN201
     """Euler with SD's betas and trailing timesteps (one-step sampling works, as for Turbo)."""
     from diffusers import EulerDiscreteScheduler
@@ -227,7 +245,8 @@ def save_demo_model(folder: Path, family: str = "sd", seed: int = DEMO_SEED) -> 
 
 
 def save_pipeline(pipeline: Any, folder: Path) -> Path:
-    """Write `pipeline` to `folder` as safetensors, atomically: a reader never sees half."""
+    """Write `pipeline` (or one model) to `folder` as safetensors, atomically: a reader never
+    sees half."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:

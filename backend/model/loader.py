@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
-from backend.config import MemorySettings
+from backend.config import MemorySettings, SpeedSettings
+from backend.model import speed as speedups
 from backend.model.registry import ModelFolder
 
 log = logging.getLogger(__name__)
@@ -25,16 +27,29 @@ diffusers_logging.disable_progress_bar()
 
 
 def load_pipeline(
-    folder: ModelFolder, device: torch.device, dtype: torch.dtype, memory: MemorySettings
-) -> DiffusionPipeline:
-    """Load `folder` for `device`, fitted as `memory` says; raises what diffusers raises."""
+    folder: ModelFolder,
+    device: torch.device,
+    dtype: torch.dtype,
+    memory: MemorySettings,
+    *,
+    speed: SpeedSettings,
+    models_dir: Path,
+) -> tuple[DiffusionPipeline, speedups.Applied]:
+    """Load `folder` for `device`, fitted as `memory` says and sped up as `speed` says; raises
+    what diffusers raises (and ModelFolderError for a missing tiny VAE)."""
     with _LOADING:
-        return _load(folder, device, dtype, memory)
+        return _load(folder, device, dtype, memory, speed=speed, models_dir=models_dir)
 
 
 def _load(
-    folder: ModelFolder, device: torch.device, dtype: torch.dtype, memory: MemorySettings
-) -> DiffusionPipeline:
+    folder: ModelFolder,
+    device: torch.device,
+    dtype: torch.dtype,
+    memory: MemorySettings,
+    *,
+    speed: SpeedSettings,
+    models_dir: Path,
+) -> tuple[DiffusionPipeline, speedups.Applied]:
     pipeline = AutoPipelineForText2Image.from_pretrained(
         folder.path,
         local_files_only=True,
@@ -44,6 +59,8 @@ def _load(
         # Components the folder lacks (SD3 without T5) must be named as None to diffusers.
         **dict.fromkeys(folder.absent),
     )
+    # Before placement: offloading hooks must wrap the final modules (a tiny VAE included).
+    applied = speedups.optimize(pipeline, folder.family, device, speed, models_dir)
     if memory.cpu_offload != "none" and device.type == "cuda":
         # Weights stay in host memory and visit the GPU per model (or per layer): slower,
         # but an SDXL or SD3 fits a small card.
@@ -61,4 +78,4 @@ def _load(
     if memory.vae_slicing:
         pipeline.vae.enable_slicing()
     pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return pipeline, applied

@@ -158,6 +158,22 @@ def inspect_folder(spec: ModelSpec, drop_t5: bool = False) -> ModelFolder:
     return ModelFolder(path, pipeline_class, family, variant, absent)
 
 
+# The AutoencoderTiny (TAESD) folder in MODELS_DIR each family decodes with when TINY_VAE=true.
+TINY_VAE_FOLDERS = {Family.SD: "taesd", Family.SDXL: "taesdxl", Family.SD3: "taesd3"}
+
+
+def check_tiny_vae(family: Family, models_dir: Path) -> Path:
+    """The family's tiny VAE folder, if it holds safetensors weights; ModelFolderError if not."""
+    folder = models_dir / TINY_VAE_FOLDERS[family]
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise ModelFolderError(
+            f"TINY_VAE=true, but '{display_path(folder)}' has no tiny VAE (config.json and "
+            f"*.safetensors of an AutoencoderTiny). Put the {family.value} one there (for "
+            f"example madebyollin/{TINY_VAE_FOLDERS[family]}), or set TINY_VAE=false."
+        )
+    return folder
+
+
 def _how_to_get(spec: ModelSpec) -> str:
     if spec.name == ModelName.DEMO.value:
         return "Generate the demo model with `make demo-model`."

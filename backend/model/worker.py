@@ -16,9 +16,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.config import Family, ModelSpec, Settings
 from backend.metrics import ServerMetrics
@@ -33,7 +33,11 @@ from backend.model.errors import (
     QueueFullError,
 )
 from backend.model.jobs import Job, RawOutput
-from backend.model.registry import display_path, inspect_folder
+from backend.model.prompt_cache import PromptCache, uses_guidance
+from backend.model.registry import ModelFolder, check_tiny_vae, display_path, inspect_folder
+
+if TYPE_CHECKING:
+    from backend.model.speed import Applied
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class _Loaded:
     pipeline: Any
     family: Family
     base_scheduler: Any  # the model's own scheduler, kept pristine as the template for each run
+    prompts: PromptCache | None  # None: PROMPT_CACHE_SIZE=0, the pipeline encodes every prompt
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -277,6 +282,12 @@ class DeviceWorker:
             self.device_name = str(self._device)
             self.description = devices.describe(self._device)
             self._dtype = devices.resolve_dtype(self.settings.torch_dtype, self._device)
+            if self._device.type == "cpu":
+                # Values below ~1e-38 take a slow microcode path on x86; flushing them to zero
+                # changes no visible pixel. It is per thread: this one runs the pipeline.
+                import torch
+
+                torch.set_flush_denormal(True)
         except ModelLayerError as error:
             log.error("device %s cannot be used: %s", self.device_setting, error)
             self.error = str(error)
@@ -348,31 +359,72 @@ class DeviceWorker:
         try:
             # Cheap and torch-free: fails before anything is unloaded.
             folder = inspect_folder(spec, drop_t5=self.settings.memory.sd3_drop_t5)
+            if self.settings.speed.tiny_vae:
+                check_tiny_vae(folder.family, self.settings.models_dir)
         except ModelFolderError as error:
             self._record_failure(spec, str(error))
             raise
         while len(self._loaded) >= self.settings.max_loaded_models:
             self._unload(next(iter(self._loaded)), "to make room (MAX_LOADED_MODELS)")
+        started = time.perf_counter()
+        log.info("loading model %s from %s", spec.name, display_path(folder.path))
+        pipeline, applied = self._load(spec, folder)
+        settings = self.settings
+        cache_size = settings.speed.prompt_cache_size
+        prompts = (
+            PromptCache(cache_size, lambda result: self.metrics.prompt_cache.labels(result).inc())
+            if cache_size
+            else None
+        )
+        self._loaded[spec.name] = _Loaded(pipeline, folder.family, pipeline.scheduler, prompts)
+        self.loaded_models = tuple(self._loaded)
+        self.model_errors.pop(spec.name, None)
+        seconds = time.perf_counter() - started
+        self.metrics.model_load_seconds.labels(spec.name, self.device_name).set(seconds)
+        log.info(
+            "model %s ready on %s in %.2fs (%s)",
+            spec.name, self.device_name, seconds, applied.describe(),
+        )  # fmt: skip
+        return self._loaded[spec.name]
+
+    def _load(self, spec: ModelSpec, folder: ModelFolder) -> tuple[Any, Applied]:
+        """Load, speed up and (with COMPILE) warm up `folder`; raises a ModelLayerError."""
         import torch
 
         from backend.model import loader
 
-        started = time.perf_counter()
-        log.info("loading model %s from %s", spec.name, display_path(folder.path))
+        settings = self.settings
+        unusable: str | None = None  # why the model cannot serve with these settings
         try:
-            pipeline = loader.load_pipeline(folder, self._device, self._dtype, self.settings.memory)
+            pipeline, applied = loader.load_pipeline(
+                folder,
+                self._device,
+                self._dtype,
+                settings.memory,
+                speed=settings.speed,
+                models_dir=settings.models_dir,
+            )
+            if applied.compiled:
+                applied = self._warm_up(spec, pipeline, applied)
         except torch.cuda.OutOfMemoryError:
             pipeline = None  # handled below, outside the except block
+        except (ModelFolderError, ModelUnavailableError) as error:
+            # A tiny VAE that does not fit the model, or a compilation that failed.
+            pipeline, unusable = None, str(error)
         except Exception as error:  # a corrupt file, a diffusers incompatibility, ...
             log.exception("loading model %s failed", spec.name)
-            self._broken.add(spec.name)  # reloading gigabytes per request would not help
             # The exception text may hold internals; the client gets its type and where to look.
-            message = (
+            pipeline = None
+            unusable = (
                 f"Model '{spec.name}' in '{display_path(spec.folder)}' failed to load "
                 f"({type(error).__name__}); the server log has the details."
             )
-            self._record_failure(spec, message)
-            raise ModelUnavailableError(message) from None
+        # Raised out here, where no traceback pins the half-built pipeline's memory.
+        if unusable is not None:
+            self._broken.add(spec.name)  # the same settings would fail again: not retried
+            self._record_failure(spec, unusable)
+            self._release_memory()
+            raise ModelUnavailableError(unusable)
         if pipeline is None:
             self._release_memory()
             message = (
@@ -381,13 +433,25 @@ class DeviceWorker:
             )
             self._record_failure(spec, message)
             raise DeviceOutOfMemoryError(message)
-        self._loaded[spec.name] = _Loaded(pipeline, folder.family, pipeline.scheduler)
-        self.loaded_models = tuple(self._loaded)
-        self.model_errors.pop(spec.name, None)
-        seconds = time.perf_counter() - started
-        self.metrics.model_load_seconds.labels(spec.name, self.device_name).set(seconds)
-        log.info("model %s ready on %s in %.2fs", spec.name, self.device_name, seconds)
-        return self._loaded[spec.name]
+        return pipeline, applied
+
+    def _warm_up(self, spec: ModelSpec, pipeline: Any, applied: Applied) -> Applied:
+        """Compile now, with one generation at the model's default size, not in a request."""
+        from backend.model.speed import warm_up
+
+        try:
+            seconds = warm_up(pipeline, spec.defaults)
+        except Exception as error:
+            # Typically no C compiler for TorchInductor; the message says what to change.
+            log.exception("COMPILE: warming up model %s failed", spec.name)
+            raise ModelUnavailableError(
+                f"Model '{spec.name}' could not be compiled with COMPILE="
+                f"{','.join(self.settings.speed.compile)} ({type(error).__name__}); set "
+                "COMPILE=false, or see the server log (TorchInductor needs a C compiler)."
+            ) from None
+        self.metrics.warmup_seconds.labels(spec.name, self.device_name).set(seconds)
+        log.info("model %s compiled and warmed up in %.1fs", spec.name, seconds)
+        return replace(applied, warmup_seconds=seconds)
 
     def _record_failure(self, spec: ModelSpec, message: str) -> None:
         log.error("model %s cannot serve on %s: %s", spec.name, self.device_name, message)
@@ -443,25 +507,10 @@ class DeviceWorker:
         generators = [
             torch.Generator("cpu").manual_seed(seed) for job in jobs for seed in job.request.seeds()
         ]
-        if len(jobs) == 1:
-            # Exactly the call a lone request always made: MAX_BATCH_SIZE=1 changes nothing.
-            prompts: Any = request.prompt
-            # None, not "", so each family uses its own unconditional embedding
-            # (SDXL zeroes it for an empty negative prompt).
-            negatives: Any = request.negative_prompt or None
-            per_prompt = request.num_images
-        else:
-            # One prompt per image, each image's own.
-            per_image = [job.request for job in jobs for _ in range(job.request.num_images)]
-            prompts = [each.prompt for each in per_image]
-            negatives = None
-            if request.negative_prompt:  # batch_key: all of them have one, or none has
-                negatives = [each.negative_prompt for each in per_image]
-            per_prompt = 1
         with torch.inference_mode():
+            texts, per_prompt = self._texts(model, jobs)
             output = pipeline(
-                prompt=prompts,
-                negative_prompt=negatives,
+                **texts,
                 width=request.width,
                 height=request.height,
                 num_inference_steps=request.steps,
@@ -481,6 +530,33 @@ class DeviceWorker:
             outputs.append(RawOutput(images[:count], choice))
             images = images[count:]
         return outputs
+
+    @staticmethod
+    def _texts(model: _Loaded, jobs: list[Job]) -> tuple[dict[str, Any], int]:
+        """The pipeline's text arguments for `jobs`, and its num_images_per_prompt."""
+        request = jobs[0].request
+        if len(jobs) == 1 and model.prompts is None:
+            # Exactly the call a lone request always made: MAX_BATCH_SIZE=1 changes nothing.
+            # None, not "", so each family uses its own unconditional embedding (SDXL zeroes
+            # it for an empty negative prompt).
+            texts = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
+            return texts, request.num_images
+        # One entry per image, in the order the images come out; batch_key: all of the batch
+        # has a negative prompt, or none has.
+        per_image = [job.request for job in jobs for _ in range(job.request.num_images)]
+        prompts = [each.prompt for each in per_image]
+        negatives = (
+            [each.negative_prompt for each in per_image] if request.negative_prompt else None
+        )
+        if model.prompts is None:
+            return {"prompt": prompts, "negative_prompt": negatives}, 1
+        # The embeddings the call would compute itself, from the cache where seen before; per
+        # image already (SD3 would not repeat given embeddings for num_images_per_prompt).
+        guidance = uses_guidance(model.pipeline, request.guidance_scale)
+        embeddings = model.prompts.embeddings(
+            model.pipeline, model.family, prompts, negatives, guidance
+        )
+        return embeddings, 1
 
     def _step_end(self, jobs: list[Job]) -> Callable[..., dict]:
         """diffusers' step-end callback: progress, the test seam, deadlines and cancellation."""
