@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model bench-model bench run dev test lint format loadtest batch-fidelity clean
+.PHONY: help install install-dev demo-model bench-model bench bench-speed run dev test lint format loadtest batch-fidelity clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ bench-model: install  ## build SD-Turbo's full-size architecture with random wei
 
 bench: install-dev  ## the benchmark (needs make bench-model): table, bench/results/<date>-<device>.json and .png
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-speed: install-dev  ## what each speed setting gains, server by server (needs make bench-model)
+	$(PY) -m bench.speed $(SPEED_ARGS)
 
 run: install  ## serve with gunicorn on HOST:PORT (builds the demo model first if it is the default)
 	$(PY) -m backend.model.demo --if-default

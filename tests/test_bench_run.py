@@ -33,3 +33,24 @@ def test_the_benchmark_smoke_run_writes_its_table_json_and_plot(models_dir, tmp_
     with Image.open(report_path.with_suffix(".png")) as plot:
         assert plot.format == "PNG"
     assert "throughput_vs_naive_min" in run.stdout  # the printed table
+
+
+def test_the_speed_benchmark_smoke_run_compares_settings(models_dir, tmp_path):
+    run = subprocess.run(  # noqa: PLW1510  (the return code is asserted below)
+        [sys.executable, "-m", "bench.speed", "--smoke", "--models-dir", str(models_dir),
+         "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (report_path,) = tmp_path.glob("*-cpu-speed.json")
+    report = json.loads(report_path.read_text())
+    variants = report["variants"]
+    assert set(variants) == {"baseline", "prompt_cache", "defaults"}
+    # Each server said what it applied: nothing in the baseline, the CPU defaults as shipped.
+    assert variants["baseline"]["applied"].startswith("channels_last=none")
+    assert variants["defaults"]["applied"].startswith("channels_last=vae")
+    assert all(row["latency_s"] > 0 for row in variants.values())
+    assert "gain" in run.stdout  # the printed table

@@ -1,0 +1,213 @@
+"""`make bench-speed`: what each speed setting gains, measured through the real server.
+
+    python -m bench.speed [--model bench-sd-turbo] [--device auto] [--size N] [--steps 1]
+    python -m bench.speed --only baseline,defaults      # a subset of the variants
+    python -m bench.speed --smoke                       # the demo model, tiny counts (make test)
+
+Starts gunicorn once per variant (the same model, size, steps, prompt and seed), measures the
+seconds to /health 200 (model load, and compilation when COMPILE is on) and the median latency
+of POST /image/generate, and compares each with the baseline, where every speed setting is off.
+The plain diffusers call in this process (default settings: SDPA attention) is the reference
+that `make bench` also uses; the classic attention row swaps SDPA for the pre-torch-2 processor
+in that same call. Prints a table and writes bench/results/<date>-<device>-speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.run import (
+    PROMPT,
+    RESULTS,
+    SPEED_OFF,
+    _device_name,
+    _model_folder,
+    _plain_latency,
+    _say,
+    _versions,
+)
+from bench.server import Server, server_env
+
+# Every speed setting off: the server makes the same pipe() call as plain diffusers.
+BASELINE = SPEED_OFF
+# Each variant changes the baseline by the settings it names; "defaults" is .env as shipped.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "channels_last=vae": {"CHANNELS_LAST": "vae"},
+    "channels_last=unet": {"CHANNELS_LAST": "unet"},
+    "channels_last=unet+vae": {"CHANNELS_LAST": "unet,vae"},
+    "fuse_qkv": {"FUSE_QKV": "true"},
+    "prompt_cache": {"PROMPT_CACHE_SIZE": 64},
+    "tiny_vae": {"TINY_VAE": "true"},
+    "compile=vae": {"COMPILE": "vae"},
+    "compile=unet+vae": {"COMPILE": "unet,vae"},
+    "defaults": None,  # no overrides at all: what a user gets
+}
+SPEED_SETTINGS = tuple(BASELINE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every variant, print the table, write the JSON."""
+    args = _parse(argv)
+    import torch
+
+    torch.set_flush_denormal(True)  # as the server does on the CPU
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    size = args.size or (512 if device.startswith("cuda") else 256)
+    folder = _model_folder(args.model, args.models_dir)
+    body = {
+        "prompt": PROMPT,
+        "width": size,
+        "height": size,
+        "steps": args.steps,
+        "guidance_scale": 0.0,
+        "seed": 1,
+    }
+    _say(f"speed settings on {folder} at {size}x{size}, {args.steps} step(s), on {device}")
+    plain = _plain_latency(folder, device, body, args.repeats)
+    classic = _classic_attention_latency(folder, device, body, args.repeats)
+    work = Path(tempfile.mkdtemp(prefix="bench-speed-"))
+    settings = {
+        "DEFAULT_MODEL": str(folder),
+        "MODELS_DIR": str(folder.parent),
+        "DEVICE": device,
+        "JOBS_DIR": "off",
+        "LOG_LEVEL": "info",
+        "REQUEST_TIMEOUT_SECONDS": 0,
+        "API_KEYS": "",
+        "RATE_LIMIT": "",
+        "MAX_BATCH_SIZE": 1,
+    }
+    rows = {}
+    for name in args.variants:
+        overrides = VARIANTS[name]
+        env = {**settings, **BASELINE, **overrides} if overrides is not None else settings
+        if overrides is None:  # the shipped defaults: whatever .env says
+            env = {**settings, **dict.fromkeys(SPEED_SETTINGS, "")}
+        rows[name] = _measure(name, env, work, body, args.repeats)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": device,
+        "device_name": _device_name(device),
+        "versions": _versions(),
+        "settings": {"model": str(folder), "size": size, "steps": args.steps},
+        "plain_latency_s": plain,
+        "classic_attention_latency_s": classic,
+        "variants": rows,
+    }
+    _print_table(report)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"{report['date'][:10]}-{device.replace(':', '')}-speed.json"
+    path.write_text(json.dumps(report, indent=2))
+    _say(f"wrote {path}")
+    return 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="bench-sd-turbo", help="a folder name or path")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", type=int, default=0, help="default: 256 on CPU, 512 on GPU")
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7, help="timed requests per variant")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="variants to run")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="demo model, tiny counts")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.model, args.size, args.repeats = "demo", 64, 2
+        args.only = "baseline,prompt_cache,defaults"
+    args.variants = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def _classic_attention_latency(folder: Path, device: str, body: dict, repeats: int) -> float:
+    """The plain call with the pre-torch-2 attention processor instead of SDPA."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    def classic(pipe: Any) -> None:
+        for name in ("unet", "vae"):
+            getattr(pipe, name).set_attn_processor(AttnProcessor())
+
+    seconds = _plain_latency(folder, device, body, repeats, prepare=classic)
+    _say(f"plain call with classic attention: {seconds * 1000:.0f} ms")
+    return seconds
+
+
+def _measure(name: str, env: dict, work: Path, body: dict, repeats: int) -> dict[str, Any]:
+    """Cold start and median request latency of one server configuration."""
+    server = Server(server_env(env), work / f"{name.replace('=', '-')}.log")
+    try:
+        cold = server.seconds_until_healthy(timeout=1800)
+        session = requests.Session()
+        first = _post(session, server.url, body)  # the first request a user would send
+        latencies = [_post(session, server.url, body) for _ in range(repeats)]
+        settings = _applied(server.log())
+    finally:
+        server.stop()
+    median = statistics.median(latencies)
+    _say(
+        f"{name}: /health 200 after {cold:.1f} s, first request {first * 1000:.0f} ms, "
+        f"then {median * 1000:.0f} ms (median of {repeats}); {settings}"
+    )
+    return {
+        "cold_start_s": cold,
+        "first_request_s": first,
+        "latency_s": median,
+        "latencies_s": latencies,
+        "applied": settings,
+    }
+
+
+def _post(session: requests.Session, url: str, body: dict) -> float:
+    started = time.perf_counter()
+    response = session.post(f"{url}/image/generate", json=body, timeout=1800)
+    if response.status_code != 200:
+        raise SystemExit(f"request failed: {response.status_code} {response.text[:300]}")
+    return time.perf_counter() - started
+
+
+def _applied(log: str) -> str:
+    """What the server says it applied (its "model ... ready" log line)."""
+    for line in log.splitlines():
+        if " ready on " in line and "channels_last=" in line:
+            return line[line.index("(") + 1 : line.rindex(")")]
+    return "?"
+
+
+def _print_table(report: dict) -> None:
+    plain, rows = report["plain_latency_s"], report["variants"]
+    base = rows.get("baseline", {}).get("latency_s")
+    print(f"\n{'variant':<24}{'cold s':>8}{'first ms':>10}{'ms':>9}{'vs plain':>10}{'gain':>7}")
+    print(f"{'plain diffusers (SDPA)':<24}{'':>8}{'':>10}{plain * 1000:>9.0f}{1:>10.3f}")
+    classic = report["classic_attention_latency_s"]
+    print(f"{'plain, classic attention':<24}{'':>8}{'':>10}{classic * 1000:>9.0f}"
+          f"{classic / plain:>10.3f}")  # fmt: skip
+    for name, row in rows.items():
+        gain = f"{base / row['latency_s']:.3f}" if base else "-"
+        print(
+            f"{name:<24}{row['cold_start_s']:>8.1f}{row['first_request_s'] * 1000:>10.0f}"
+            f"{row['latency_s'] * 1000:>9.0f}{row['latency_s'] / plain:>10.3f}{gain:>7}"
+        )
+    print("\ngain: baseline latency / the variant's (above 1 is faster)")
+    print(json.dumps({"device": report["device_name"], "versions": report["versions"]}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
