@@ -222,8 +222,39 @@ class DeviceWorker:
             self._queue.remove(job)
 
     def _run(self) -> None:
+        usable = False
         try:
-            self._start()
+            usable = self._resolve()
+        finally:
+            if not usable:
+                self._load_ended.set()
+        if not usable:
+            return
+        from backend.model import host_memory
+
+        if self._device.type == "cpu" and host_memory.tune_for_cpu_inference():
+            # This thread's malloc arena was chosen before the tuning; a thread started now
+            # allocates the tuned way, so it is the one that runs the pipelines.
+            runner = threading.Thread(
+                target=self._serve_forever, name=f"{self._thread.name}-run", daemon=True
+            )
+            runner.start()
+            runner.join()
+        else:
+            self._serve_forever()
+
+    def _serve_forever(self) -> None:
+        try:
+            if self._device.type == "cpu":
+                # Values below ~1e-38 take a slow microcode path on x86; flushing them to zero
+                # changes no visible pixel. It is per thread: this one runs the pipelines.
+                import torch
+
+                torch.set_flush_denormal(True)
+            # A failure is recorded in model_errors; the device still serves the other models.
+            with contextlib.suppress(ModelLayerError):
+                self._model(self.preload)
+            self._set_state(WorkerState.READY)
         finally:
             self._load_ended.set()
         while True:
@@ -274,7 +305,8 @@ class DeviceWorker:
                 room -= job.request.num_images
         return room
 
-    def _start(self) -> None:
+    def _resolve(self) -> bool:
+        """Turn the DEVICE setting into torch objects; False (and FAILED) if it cannot be used."""
         try:
             from backend.model import device as devices
 
@@ -282,21 +314,12 @@ class DeviceWorker:
             self.device_name = str(self._device)
             self.description = devices.describe(self._device)
             self._dtype = devices.resolve_dtype(self.settings.torch_dtype, self._device)
-            if self._device.type == "cpu":
-                # Values below ~1e-38 take a slow microcode path on x86; flushing them to zero
-                # changes no visible pixel. It is per thread: this one runs the pipeline.
-                import torch
-
-                torch.set_flush_denormal(True)
         except ModelLayerError as error:
             log.error("device %s cannot be used: %s", self.device_setting, error)
             self.error = str(error)
             self._set_state(WorkerState.FAILED)
-            return
-        # A failure is recorded in model_errors; the device still serves the other models.
-        with contextlib.suppress(ModelLayerError):
-            self._model(self.preload)
-        self._set_state(WorkerState.READY)
+            return False
+        return True
 
     def _set_state(self, state: WorkerState) -> None:
         with self._lock:
