@@ -11,9 +11,11 @@ Only for CPU devices: a GPU server would keep the host copies of loaded weights 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +23,13 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
+_DEFAULT_MMAP_MAX = 65536  # glibc's own default
 # Free memory above this at the top of the heap goes back to the kernel: an unloaded model's
 # weights are returned, one image's activations are kept for the next.
 TRIM_THRESHOLD = 1 << 30
 
 _tuned = False
+_mallopt = None
 
 
 def tune_for_cpu_inference() -> bool:
@@ -34,16 +38,30 @@ def tune_for_cpu_inference() -> bool:
     It applies to threads that allocate for the first time after it: the caller runs the
     pipeline on a thread it starts afterwards.
     """
-    global _tuned  # noqa: PLW0603  (process-wide by nature: malloc is)
+    global _tuned, _mallopt  # noqa: PLW0603  (process-wide by nature: malloc is)
     if _tuned:
         return True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        _mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl, macOS: no mallopt, nothing to tune
         return False
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    _tuned = all(mallopt(option, value) == 1 for option, value in settings)
+    _tuned = all(_mallopt(option, value) == 1 for option, value in settings)
     if not _tuned:
         log.warning("malloc tuning for CPU inference was refused; CPU runs may be slower")
     return _tuned
+
+
+@contextlib.contextmanager
+def mapped_blocks() -> Iterator[None]:
+    """Large blocks mmapped again while in the block (loading weights): weights live until
+    unloaded, and the heap would keep the loader's short-lived copies as holes it cannot trim."""
+    if not _tuned or _mallopt is None:
+        yield
+        return
+    _mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    try:
+        yield
+    finally:
+        _mallopt(_M_MMAP_MAX, 0)

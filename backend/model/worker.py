@@ -414,19 +414,20 @@ class DeviceWorker:
         """Load, speed up and (with COMPILE) warm up `folder`; raises a ModelLayerError."""
         import torch
 
-        from backend.model import loader
+        from backend.model import host_memory, loader
 
         settings = self.settings
         unusable: str | None = None  # why the model cannot serve with these settings
         try:
-            pipeline, applied = loader.load_pipeline(
-                folder,
-                self._device,
-                self._dtype,
-                settings.memory,
-                speed=settings.speed,
-                models_dir=settings.models_dir,
-            )
+            with host_memory.mapped_blocks():
+                pipeline, applied = loader.load_pipeline(
+                    folder,
+                    self._device,
+                    self._dtype,
+                    settings.memory,
+                    speed=settings.speed,
+                    models_dir=settings.models_dir,
+                )
             if applied.compiled:
                 applied = self._warm_up(spec, pipeline, applied)
         except torch.cuda.OutOfMemoryError:
