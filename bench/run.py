@@ -60,19 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_flush_denormal(True)  # random weights must not hit slow denormal paths on CPU
-    device = (
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    size = args.size or (512 if device.startswith("cuda") else 256)
-    folder = _model_folder(args.model, args.models_dir)
-    body = {
-        "prompt": PROMPT,
-        "width": size,
-        "height": size,
-        "steps": args.steps,
-        "guidance_scale": 0.0,
-        "seed": 1,
-    }
+    device, size, folder, body = setup(args)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -121,6 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     json_path, png_path = _write(report, args.results_dir)
     _say(f"wrote {json_path} and {png_path}")
     return 0
+
+
+def setup(args: argparse.Namespace) -> tuple[str, int, Path, dict]:
+    """The device, image size, model folder and request body a benchmark run uses."""
+    import torch
+
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    size = args.size or (512 if device.startswith("cuda") else 256)
+    folder = _model_folder(args.model, args.models_dir)
+    body = {
+        "prompt": PROMPT,
+        "width": size,
+        "height": size,
+        "steps": args.steps,
+        "guidance_scale": 0.0,
+        "seed": 1,
+    }
+    return device, size, folder, body
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

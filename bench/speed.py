@@ -27,14 +27,13 @@ from typing import Any
 import requests
 
 from bench.run import (
-    PROMPT,
     RESULTS,
     SPEED_OFF,
     _device_name,
-    _model_folder,
     _plain_latency,
     _say,
     _versions,
+    setup,
 )
 from bench.server import Server, server_env
 
@@ -62,19 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_flush_denormal(True)  # as the server does on the CPU
-    device = (
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    size = args.size or (512 if device.startswith("cuda") else 256)
-    folder = _model_folder(args.model, args.models_dir)
-    body = {
-        "prompt": PROMPT,
-        "width": size,
-        "height": size,
-        "steps": args.steps,
-        "guidance_scale": 0.0,
-        "seed": 1,
-    }
+    device, size, folder, body = setup(args)
     _say(f"speed settings on {folder} at {size}x{size}, {args.steps} step(s), on {device}")
     plain = _plain_latency(folder, device, body, args.repeats)
     classic = _classic_attention_latency(folder, device, body, args.repeats)
