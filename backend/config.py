@@ -148,7 +148,7 @@ class MemorySettings:
     """How pipelines are fitted into device memory (see README, "Memory")."""
 
     attention_slicing: bool
-    vae_slicing: bool
+    vae_slicing: str  # auto (on for CPU devices) | true | false
     vae_tiling: str  # auto | true | false
     vae_tiling_pixels: int  # with auto: tile the VAE for images larger than this
     cpu_offload: str  # none | model | sequential
@@ -329,7 +329,11 @@ class _SettingsSchema(Schema):
         data_key="MAX_LOADED_MODELS", load_default=1, validate=validate.Range(1, 64)
     )
     attention_slicing = fields.Boolean(data_key="ATTENTION_SLICING", load_default=False)
-    vae_slicing = fields.Boolean(data_key="VAE_SLICING", load_default=False)
+    vae_slicing = fields.String(
+        data_key="VAE_SLICING",
+        load_default="auto",
+        validate=validate.OneOf(["auto", "true", "false"]),
+    )
     vae_tiling = fields.String(
         data_key="VAE_TILING",
         load_default="auto",

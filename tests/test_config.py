@@ -67,6 +67,7 @@ def test_repository_env_file_is_valid_and_documents_the_defaults(monkeypatch):
         ("TORCH_DTYPE=float8", "TORCH_DTYPE"),
         ("MAX_STEPS=0", "MAX_STEPS"),
         ("LOG_LEVEL=loud", "LOG_LEVEL"),
+        ("VAE_SLICING=yes", "VAE_SLICING"),
     ],
 )
 def test_bad_values_name_the_variable(env_file, content, variable):

@@ -26,6 +26,12 @@ def test_slicing_settings_reach_the_pipeline(make_app):
     assert [png_size(image) for image in images] == [(256, 256), (256, 256)]
 
 
+@pytest.mark.parametrize(("setting", "expected"), [("auto", True), ("false", False)])
+def test_vae_slicing_is_on_by_default_on_the_cpu(make_app, setting, expected):
+    app = make_app(VAE_SLICING=setting)
+    assert app.extensions["engine"].pipeline().vae.use_slicing is expected
+
+
 def test_vae_tiling_follows_the_image_size(make_app):
     app = make_app(VAE_TILING="auto", VAE_TILING_PIXELS=128 * 128)
     client, vae = app.test_client(), app.extensions["engine"].pipeline().vae

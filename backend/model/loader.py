@@ -75,7 +75,9 @@ def _load(
         pipeline.to(device)
     if memory.attention_slicing:
         pipeline.enable_attention_slicing()
-    if memory.vae_slicing:
+    if memory.vae_slicing == "true" or (memory.vae_slicing == "auto" and device.type == "cpu"):
+        # On the CPU one image at a time decodes as fast as a batch (measured: a little faster)
+        # and a 4-image batch's decoder peak drops from ~1.7 GB to ~0.5 GB at 256x256.
         pipeline.vae.enable_slicing()
     pipeline.set_progress_bar_config(disable=True)
     return pipeline, applied
