@@ -42,6 +42,16 @@ def test_cpu_offload_generates_and_keeps_weights_off_the_gpu(make_app, offload):
     assert torch.cuda.memory_allocated(0) < resident_bytes
 
 
+def test_a_gpu_server_keeps_glibcs_default_malloc_behaviour(make_app):
+    from backend.model import host_memory
+
+    # DEVICE=auto may have meant the CPU, so the engine tuned malloc first; on finding a GPU
+    # it turns large-block mmap and trimming back on.
+    app = make_app(DEVICE="auto")
+    assert app.extensions["engine"].workers[0].device_name == "cuda:0"
+    assert not host_memory.tuned()
+
+
 def test_a_real_oversized_request_is_507_and_the_next_succeeds(make_app):
     app = gpu_app(
         make_app, MAX_WIDTH=2048, MAX_HEIGHT=2048, MAX_PIXELS=2048 * 2048, MAX_IMAGES=8,

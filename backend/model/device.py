@@ -38,6 +38,11 @@ def expand_devices(devices: tuple[str, ...] | None, single: str) -> list[str]:
     return list(devices)
 
 
+def runs_on_cpu(setting: str) -> bool:
+    """Whether a DEVICE value resolves to the CPU (`auto` does without a CUDA GPU)."""
+    return setting == "cpu" or (setting == "auto" and not torch.cuda.is_available())
+
+
 def describe(device: torch.device) -> str:
     """A human name for `device` (the GPU's model, or "CPU")."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

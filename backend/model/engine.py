@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from backend.config import ModelSpec, Settings
 from backend.metrics import ServerMetrics
+from backend.model import host_memory
 from backend.model.errors import (
     GenerationFailedError,
     GenerationTimeoutError,
@@ -105,6 +106,11 @@ def _job_files(settings: Settings) -> JobFiles | None:
         return None
 
 
+def _may_run_on_cpu(settings: Settings) -> bool:
+    """Whether DEVICE/DEVICES can mean the CPU, judged without importing torch."""
+    return any(name in ("cpu", "auto") for name in settings.devices or (settings.device,))
+
+
 class Engine:
     """Serves generations on one worker per device; one engine per app, so per process."""
 
@@ -133,12 +139,18 @@ class Engine:
 
     def start(self) -> None:
         """Find the devices and begin loading the default model on each, in the background."""
+        if _may_run_on_cpu(self.settings):
+            # Now, before this engine starts a thread: glibc picks a thread's malloc arena at
+            # its first allocation, and only threads started after the tuning use the tuned one.
+            host_memory.tune_for_cpu_inference()
         threading.Thread(target=self._start_workers, name="engine-start", daemon=True).start()
 
     def _start_workers(self) -> None:
         from backend.model import device as devices  # imports torch: never on the caller
 
         names = devices.expand_devices(self.settings.devices, self.settings.device)
+        if not any(devices.runs_on_cpu(name) for name in names):
+            host_memory.restore_defaults()  # DEVICE=auto found a GPU: nothing to tune for
         workers = tuple(
             DeviceWorker(index, name, self.settings, self.catalog.default, self.metrics)
             for index, name in enumerate(names)

@@ -228,19 +228,7 @@ class DeviceWorker:
         finally:
             if not usable:
                 self._load_ended.set()
-        if not usable:
-            return
-        from backend.model import host_memory
-
-        if self._device.type == "cpu" and host_memory.tune_for_cpu_inference():
-            # This thread's malloc arena was chosen before the tuning; a thread started now
-            # allocates the tuned way, so it is the one that runs the pipelines.
-            runner = threading.Thread(
-                target=self._serve_forever, name=f"{self._thread.name}-run", daemon=True
-            )
-            runner.start()
-            runner.join()
-        else:
+        if usable:
             self._serve_forever()
 
     def _serve_forever(self) -> None:
