@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,24 +195,22 @@ def _bare_cold_start(folder: Path, device: str) -> float:
     return seconds
 
 
-def _plain_latency(
-    folder: Path,
-    device: str,
-    body: dict,
-    repeats: int,
-    prepare: Callable[[Any], None] | None = None,
-) -> float:
-    """Median seconds of the plain diffusers call, in this process, default settings (or as
-    `prepare` changes the pipeline)."""
+def _plain_pipeline(folder: Path, device: str) -> Any:
+    """The pipeline as plain diffusers loads it: default settings, on `device`."""
     import torch
     from diffusers import AutoPipelineForText2Image
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = AutoPipelineForText2Image.from_pretrained(
+    return AutoPipelineForText2Image.from_pretrained(
         folder, local_files_only=True, use_safetensors=True, dtype=dtype
     ).to(device)
-    if prepare is not None:
-        prepare(pipe)
+
+
+def _plain_latency(folder: Path, device: str, body: dict, repeats: int) -> float:
+    """Median seconds of the plain diffusers call, in this process, default settings."""
+    import torch
+
+    pipe = _plain_pipeline(folder, device)
     _timed_call(pipe, body, device)  # warm-up
     median = statistics.median(_timed_call(pipe, body, device) for _ in range(repeats))
     del pipe

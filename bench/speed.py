@@ -2,19 +2,24 @@
 
     python -m bench.speed [--model bench-sd-turbo] [--device auto] [--size N] [--steps 1]
     python -m bench.speed --only baseline,defaults      # a subset of the variants
+    python -m bench.speed --rounds 3                    # every variant 3 times, interleaved
     python -m bench.speed --smoke                       # the demo model, tiny counts (make test)
 
 Starts gunicorn once per variant (the same model, size, steps, prompt and seed), measures the
 seconds to /health 200 (model load, and compilation when COMPILE is on) and the median latency
 of POST /image/generate, and compares each with the baseline, where every speed setting is off.
+Run-to-run noise on a shared CPU is around 10%, more than some settings gain: with --rounds N
+every variant runs N times, interleaved, and its latency is the median of the N runs' medians.
 The plain diffusers call in this process (default settings: SDPA attention) is the reference
 that `make bench` also uses; the classic attention row swaps SDPA for the pre-torch-2 processor
-in that same call. Prints a table and writes bench/results/<date>-<device>-speed.json.
+on that same pipeline, call for call, so both see the same process state. Prints a table and
+writes bench/results/<date>-<device>-speed.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -30,8 +35,9 @@ from bench.run import (
     RESULTS,
     SPEED_OFF,
     _device_name,
-    _plain_latency,
+    _plain_pipeline,
     _say,
+    _timed_call,
     _versions,
     setup,
 )
@@ -63,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # as the server does on the CPU
     device, size, folder, body = setup(args)
     _say(f"speed settings on {folder} at {size}x{size}, {args.steps} step(s), on {device}")
-    plain = _plain_latency(folder, device, body, args.repeats)
-    classic = _classic_attention_latency(folder, device, body, args.repeats)
+    plain, classic = _attention_latencies(folder, device, body, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="bench-speed-"))
     settings = {
         "DEFAULT_MODEL": str(folder),
@@ -77,19 +82,27 @@ def main(argv: list[str] | None = None) -> int:
         "RATE_LIMIT": "",
         "MAX_BATCH_SIZE": 1,
     }
-    rows = {}
-    for name in args.variants:
-        overrides = VARIANTS[name]
-        env = {**settings, **BASELINE, **overrides} if overrides is not None else settings
-        if overrides is None:  # the shipped defaults: whatever .env says
-            env = {**settings, **dict.fromkeys(SPEED_SETTINGS, "")}
-        rows[name] = _measure(name, env, work, body, args.repeats)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.variants}
+    for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
+        for name in args.variants:
+            overrides = VARIANTS[name]
+            env = {**settings, **BASELINE, **overrides} if overrides is not None else settings
+            if overrides is None:  # the shipped defaults: whatever .env says
+                env = {**settings, **dict.fromkeys(SPEED_SETTINGS, "")}
+            runs[name].append(_measure(name, env, work, body, args.repeats))
+    rows = {name: _combine(measured) for name, measured in runs.items()}
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": device,
         "device_name": _device_name(device),
         "versions": _versions(),
-        "settings": {"model": str(folder), "size": size, "steps": args.steps},
+        "settings": {
+            "model": str(folder),
+            "size": size,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "rounds": args.rounds,
+        },
         "plain_latency_s": plain,
         "classic_attention_latency_s": classic,
         "variants": rows,
@@ -110,6 +123,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=0, help="default: 256 on CPU, 512 on GPU")
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7, help="timed requests per variant")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per variant, interleaved")
     parser.add_argument("--only", default=",".join(VARIANTS), help="variants to run")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="demo model, tiny counts")
@@ -124,17 +138,41 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _classic_attention_latency(folder: Path, device: str, body: dict, repeats: int) -> float:
-    """The plain call with the pre-torch-2 attention processor instead of SDPA."""
-    from diffusers.models.attention_processor import AttnProcessor
+def _attention_latencies(
+    folder: Path, device: str, body: dict, repeats: int
+) -> tuple[float, float]:
+    """Median seconds of the plain call with SDPA (the default) and with the pre-torch-2
+    attention processor, alternating on one pipeline."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-    def classic(pipe: Any) -> None:
-        for name in ("unet", "vae"):
-            getattr(pipe, name).set_attn_processor(AttnProcessor())
+    pipe = _plain_pipeline(folder, device)
+    processors = {"sdpa": AttnProcessor2_0, "classic": AttnProcessor}
+    seconds: dict[str, list[float]] = {name: [] for name in processors}
+    for index in range(repeats + 1):
+        for name, processor in processors.items():
+            for component in ("unet", "vae"):
+                getattr(pipe, component).set_attn_processor(processor())
+            elapsed = _timed_call(pipe, body, device)
+            if index:  # the first of each is a warm-up
+                seconds[name].append(elapsed)
+    del pipe
+    gc.collect()
+    plain, classic = (statistics.median(seconds[name]) for name in processors)
+    _say(f"plain diffusers call: {plain * 1000:.0f} ms, with classic attention "
+         f"{classic * 1000:.0f} ms (medians of {repeats}, alternating)")  # fmt: skip
+    return plain, classic
 
-    seconds = _plain_latency(folder, device, body, repeats, prepare=classic)
-    _say(f"plain call with classic attention: {seconds * 1000:.0f} ms")
-    return seconds
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's runs as one row: medians, and each run's median latency."""
+    return {
+        "cold_start_s": statistics.median(run["cold_start_s"] for run in runs),
+        "first_request_s": statistics.median(run["first_request_s"] for run in runs),
+        "latency_s": statistics.median(run["latency_s"] for run in runs),
+        "run_latencies_s": [run["latency_s"] for run in runs],
+        "latencies_s": [seconds for run in runs for seconds in run["latencies_s"]],
+        "applied": runs[0]["applied"],
+    }
 
 
 def _measure(name: str, env: dict, work: Path, body: dict, repeats: int) -> dict[str, Any]:
@@ -181,7 +219,8 @@ def _applied(log: str) -> str:
 def _print_table(report: dict) -> None:
     plain, rows = report["plain_latency_s"], report["variants"]
     base = rows.get("baseline", {}).get("latency_s")
-    print(f"\n{'variant':<24}{'cold s':>8}{'first ms':>10}{'ms':>9}{'vs plain':>10}{'gain':>7}")
+    print(f"\n{'variant':<24}{'cold s':>8}{'first ms':>10}{'ms':>9}{'vs plain':>10}{'gain':>7}"
+          f"{'runs ms':>16}")  # fmt: skip
     print(f"{'plain diffusers (SDPA)':<24}{'':>8}{'':>10}{plain * 1000:>9.0f}{1:>10.3f}")
     classic = report["classic_attention_latency_s"]
     print(f"{'plain, classic attention':<24}{'':>8}{'':>10}{classic * 1000:>9.0f}"
@@ -191,6 +230,7 @@ def _print_table(report: dict) -> None:
         print(
             f"{name:<24}{row['cold_start_s']:>8.1f}{row['first_request_s'] * 1000:>10.0f}"
             f"{row['latency_s'] * 1000:>9.0f}{row['latency_s'] / plain:>10.3f}{gain:>7}"
+            f"{'/'.join(f'{run * 1000:.0f}' for run in row['run_latencies_s']):>16}"
         )
     print("\ngain: baseline latency / the variant's (above 1 is faster)")
     print(json.dumps({"device": report["device_name"], "versions": report["versions"]}))
