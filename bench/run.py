@@ -130,13 +130,18 @@ def setup(args: argparse.Namespace) -> tuple[str, int, Path, dict]:
     return device, size, folder, body
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `setup` reads: which model, where, on which device, at what size and steps."""
     parser.add_argument("--model", default="bench-sd-turbo", help="a folder name or path")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", type=int, default=0, help="default: 256 on CPU, 512 on GPU")
     parser.add_argument("--steps", type=int, default=1)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per latency")
     parser.add_argument("--images-per-level", type=int, default=8, help="per throughput level")
     parser.add_argument("--clients", default=",".join(map(str, CLIENT_LEVELS)))
@@ -208,17 +213,22 @@ def _plain_pipeline(folder: Path, device: str) -> Any:
 
 def _plain_latency(folder: Path, device: str, body: dict, repeats: int) -> float:
     """Median seconds of the plain diffusers call, in this process, default settings."""
-    import torch
-
     pipe = _plain_pipeline(folder, device)
     _timed_call(pipe, body, device)  # warm-up
     median = statistics.median(_timed_call(pipe, body, device) for _ in range(repeats))
     del pipe
+    release(device)
+    _say(f"plain diffusers call: {median * 1000:.0f} ms (median of {repeats})")
+    return median
+
+
+def release(device: str) -> None:
+    """Free what a dropped in-process pipeline held, before servers want the memory."""
+    import torch
+
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    _say(f"plain diffusers call: {median * 1000:.0f} ms (median of {repeats})")
-    return median
 
 
 def _timed_call(pipe: Any, body: dict, device: str) -> float:

@@ -19,7 +19,6 @@ writes bench/results/<date>-<device>-speed.json.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -39,6 +38,8 @@ from bench.run import (
     _say,
     _timed_call,
     _versions,
+    add_model_arguments,
+    release,
     setup,
 )
 from bench.server import Server, server_env
@@ -82,13 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         "RATE_LIMIT": "",
         "MAX_BATCH_SIZE": 1,
     }
+    envs = {name: _variant_env(settings, VARIANTS[name]) for name in args.variants}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.variants}
     for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every variant
-        for name in args.variants:
-            overrides = VARIANTS[name]
-            env = {**settings, **BASELINE, **overrides} if overrides is not None else settings
-            if overrides is None:  # the shipped defaults: whatever .env says
-                env = {**settings, **dict.fromkeys(SPEED_SETTINGS, "")}
+        for name, env in envs.items():
             runs[name].append(_measure(name, env, work, body, args.repeats))
     rows = {name: _combine(measured) for name, measured in runs.items()}
     report = {
@@ -117,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="bench-sd-turbo", help="a folder name or path")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--size", type=int, default=0, help="default: 256 on CPU, 512 on GPU")
-    parser.add_argument("--steps", type=int, default=1)
+    add_model_arguments(parser)
     parser.add_argument("--repeats", type=int, default=7, help="timed requests per variant")
     parser.add_argument("--rounds", type=int, default=1, help="runs per variant, interleaved")
     parser.add_argument("--only", default=",".join(VARIANTS), help="variants to run")
@@ -135,7 +129,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.variants if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
+
+
+def _variant_env(settings: dict, overrides: dict[str, Any] | None) -> dict:
+    """A variant's server settings: the baseline changed by `overrides`, or (None) .env as is."""
+    if overrides is None:  # empty values mean "the default", whatever .env says
+        return {**settings, **dict.fromkeys(SPEED_SETTINGS, "")}
+    return {**settings, **BASELINE, **overrides}
 
 
 def _attention_latencies(
@@ -156,7 +159,7 @@ def _attention_latencies(
             if index:  # the first of each is a warm-up
                 seconds[name].append(elapsed)
     del pipe
-    gc.collect()
+    release(device)
     plain, classic = (statistics.median(seconds[name]) for name in processors)
     _say(f"plain diffusers call: {plain * 1000:.0f} ms, with classic attention "
          f"{classic * 1000:.0f} ms (medians of {repeats}, alternating)")  # fmt: skip
