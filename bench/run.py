@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": device,
-        "device_name": torch.cuda.get_device_name(0)
-        if device.startswith("cuda")
-        else platform.processor() or platform.machine(),
+        "device_name": _device_name(device),
         "versions": _versions(),
         "settings": {
             "model": str(folder),

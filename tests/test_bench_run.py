@@ -11,9 +11,10 @@ from PIL import Image
 from backend.config import ROOT
 
 
-def test_the_benchmark_smoke_run_writes_its_table_json_and_plot(models_dir, tmp_path):
+def _smoke_run(module: str, models_dir, tmp_path) -> subprocess.CompletedProcess:
+    """`python -m <module> --smoke` on the demo model, results into tmp_path; must succeed."""
     run = subprocess.run(  # noqa: PLW1510  (the return code is asserted below)
-        [sys.executable, "-m", "bench.run", "--smoke", "--models-dir", str(models_dir),
+        [sys.executable, "-m", module, "--smoke", "--models-dir", str(models_dir),
          "--results-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
@@ -21,6 +22,11 @@ def test_the_benchmark_smoke_run_writes_its_table_json_and_plot(models_dir, tmp_
         timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def test_the_benchmark_smoke_run_writes_its_table_json_and_plot(models_dir, tmp_path):
+    run = _smoke_run("bench.run", models_dir, tmp_path)
     (report_path,) = tmp_path.glob("*-cpu.json")
     report = json.loads(report_path.read_text())
     assert set(report["ratios"]) == {
@@ -36,15 +42,7 @@ def test_the_benchmark_smoke_run_writes_its_table_json_and_plot(models_dir, tmp_
 
 
 def test_the_speed_benchmark_smoke_run_compares_settings(models_dir, tmp_path):
-    run = subprocess.run(  # noqa: PLW1510  (the return code is asserted below)
-        [sys.executable, "-m", "bench.speed", "--smoke", "--models-dir", str(models_dir),
-         "--results-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run = _smoke_run("bench.speed", models_dir, tmp_path)
     (report_path,) = tmp_path.glob("*-cpu-speed.json")
     report = json.loads(report_path.read_text())
     variants = report["variants"]

@@ -38,46 +38,34 @@ def load_pipeline(
     """Load `folder` for `device`, fitted as `memory` says and sped up as `speed` says; raises
     what diffusers raises (and ModelFolderError for a missing tiny VAE)."""
     with _LOADING:
-        return _load(folder, device, dtype, memory, speed=speed, models_dir=models_dir)
-
-
-def _load(
-    folder: ModelFolder,
-    device: torch.device,
-    dtype: torch.dtype,
-    memory: MemorySettings,
-    *,
-    speed: SpeedSettings,
-    models_dir: Path,
-) -> tuple[DiffusionPipeline, speedups.Applied]:
-    pipeline = AutoPipelineForText2Image.from_pretrained(
-        folder.path,
-        local_files_only=True,
-        use_safetensors=True,
-        variant=folder.variant,
-        dtype=dtype,
-        # Components the folder lacks (SD3 without T5) must be named as None to diffusers.
-        **dict.fromkeys(folder.absent),
-    )
-    # Before placement: offloading hooks must wrap the final modules (a tiny VAE included).
-    applied = speedups.optimize(pipeline, folder.family, device, speed, models_dir)
-    if memory.cpu_offload != "none" and device.type == "cuda":
-        # Weights stay in host memory and visit the GPU per model (or per layer): slower,
-        # but an SDXL or SD3 fits a small card.
-        if memory.cpu_offload == "model":
-            pipeline.enable_model_cpu_offload(device=device)
+        pipeline = AutoPipelineForText2Image.from_pretrained(
+            folder.path,
+            local_files_only=True,
+            use_safetensors=True,
+            variant=folder.variant,
+            dtype=dtype,
+            # Components the folder lacks (SD3 without T5) must be named as None to diffusers.
+            **dict.fromkeys(folder.absent),
+        )
+        # Before placement: offloading hooks must wrap the final modules (a tiny VAE included).
+        applied = speedups.optimize(pipeline, folder.family, device, speed, models_dir)
+        if memory.cpu_offload != "none" and device.type == "cuda":
+            # Weights stay in host memory and visit the GPU per model (or per layer): slower,
+            # but an SDXL or SD3 fits a small card.
+            if memory.cpu_offload == "model":
+                pipeline.enable_model_cpu_offload(device=device)
+            else:
+                pipeline.enable_sequential_cpu_offload(device=device)
         else:
-            pipeline.enable_sequential_cpu_offload(device=device)
-    else:
-        if memory.cpu_offload != "none":
-            log.warning("CPU_OFFLOAD=%s only applies to CUDA devices; ignored on %s",
-                        memory.cpu_offload, device)  # fmt: skip
-        pipeline.to(device)
-    if memory.attention_slicing:
-        pipeline.enable_attention_slicing()
-    if memory.vae_slicing == "true" or (memory.vae_slicing == "auto" and device.type == "cpu"):
-        # On the CPU one image at a time decodes no slower than a batch, and it bounds the
-        # peak: the bench model's worker under 4-image batches peaked at 6.2 GB, not 8.0 GB.
-        pipeline.vae.enable_slicing()
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline, applied
+            if memory.cpu_offload != "none":
+                log.warning("CPU_OFFLOAD=%s only applies to CUDA devices; ignored on %s",
+                            memory.cpu_offload, device)  # fmt: skip
+            pipeline.to(device)
+        if memory.attention_slicing:
+            pipeline.enable_attention_slicing()
+        if memory.vae_slicing == "true" or (memory.vae_slicing == "auto" and device.type == "cpu"):
+            # On the CPU one image at a time decodes no slower than a batch, and it bounds the
+            # peak: the bench model's worker under 4-image batches peaked at 6.2 GB, not 8.0 GB.
+            pipeline.vae.enable_slicing()
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline, applied
