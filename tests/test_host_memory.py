@@ -52,6 +52,13 @@ def _minor_faults(pid: int) -> int:
     return int(fields[7])  # minflt: the 10th field, counted from after the command name
 
 
+def _data_pages(pid: int) -> int:
+    (line,) = (
+        x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmData:")
+    )
+    return int(line.split()[1]) // 4  # kB to 4 KiB pages
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt, /proc")
 def test_the_server_generates_without_faulting_its_activations_in_again(start_server):
     # The tuning only reaches threads started after it; applied too late (as it once was, on
@@ -64,9 +71,12 @@ def test_the_server_generates_without_faulting_its_activations_in_again(start_se
     body = {"prompt": "a red fox", "width": 512, "height": 512, "steps": 2}
     for _ in range(2):  # the first runs grow the heap to its working size
         assert session.post(f"{server.url}/image/generate", json=body).status_code == 200
-    faults = []
+    refaults = []
     for _ in range(3):
-        before = _minor_faults(worker)
+        faults, pages = _minor_faults(worker), _data_pages(worker)
         assert session.post(f"{server.url}/image/generate", json=body).status_code == 200
-        faults.append(_minor_faults(worker) - before)
-    assert max(faults) < 400, faults
+        # The heap may still grow now and then (8 MB at a time, seen in CI); its new pages
+        # fault in once and stay. Memory unmapped and mapped again leaves VmData as it was.
+        grown = _data_pages(worker) - pages
+        refaults.append(_minor_faults(worker) - faults - max(grown, 0))
+    assert max(refaults) < 400, refaults
