@@ -61,19 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # random weights must not hit slow denormal paths on CPU
     device, size, folder, body = setup(args)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    report: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": device,
-        "device_name": _device_name(device),
-        "versions": _versions(),
-        "settings": {
-            "model": str(folder),
-            "size": size,
-            "steps": args.steps,
-            "repeats": args.repeats,
-            "images_per_level": args.images_per_level,
-        },
-    }
+    report = report_header(device, folder, size, args, images_per_level=args.images_per_level)
     _say(f"benchmark of {folder} at {size}x{size}, {args.steps} step(s), on {device}")
     weights = sum(path.stat().st_size for path in folder.rglob("*.safetensors"))
     bare_load = _bare_cold_start(folder, device)
@@ -159,6 +147,25 @@ def _model_folder(model: str, models_dir: str) -> Path:
         hint = "make bench-model" if model == "bench-sd-turbo" else "make demo-model"
         raise SystemExit(f"no model at {folder}: run `{hint}` first")
     return folder
+
+
+def report_header(
+    device: str, folder: Path, size: int, args: argparse.Namespace, **settings: object
+) -> dict[str, Any]:
+    """What every benchmark report starts with: when, where, which versions, which settings."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": device,
+        "device_name": _device_name(device),
+        "versions": _versions(),
+        "settings": {
+            "model": str(folder),
+            "size": size,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            **settings,
+        },
+    }
 
 
 def _device_name(device: str) -> str:

@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,12 @@ import requests
 from bench.run import (
     RESULTS,
     SPEED_OFF,
-    _device_name,
     _plain_pipeline,
     _say,
     _timed_call,
-    _versions,
     add_model_arguments,
     release,
+    report_header,
     setup,
 )
 from bench.server import Server, server_env
@@ -90,17 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(_measure(name, env, work, body, args.repeats))
     rows = {name: _combine(measured) for name, measured in runs.items()}
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": device,
-        "device_name": _device_name(device),
-        "versions": _versions(),
-        "settings": {
-            "model": str(folder),
-            "size": size,
-            "steps": args.steps,
-            "repeats": args.repeats,
-            "rounds": args.rounds,
-        },
+        **report_header(device, folder, size, args, rounds=args.rounds),
         "plain_latency_s": plain,
         "classic_attention_latency_s": classic,
         "variants": rows,
