@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def _data_pages(pid: int) -> int:
     (line,) = (
         x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmData:")
     )
-    return int(line.split()[1]) // 4  # kB to 4 KiB pages
+    return int(line.split()[1]) * 1024 // resource.getpagesize()  # kB to pages, as faults count
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt, /proc")
