@@ -13,8 +13,10 @@ from backend.config import load_settings
 from backend.controller import register_blueprints
 from backend.controller.access import init_access
 from backend.controller.errors import register_error_handlers
+from backend.controller.json_input import StrictJSONProvider
 from backend.controller.request_id import init_request_ids
 from backend.controller.request_log import init_request_log
+from backend.controller.response_headers import init_response_headers
 from backend.model.engine import Engine
 
 
@@ -29,13 +31,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     _configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    app.json.sort_keys = False  # keep the documented field order
+    app.json = StrictJSONProvider(app)  # NaN and deep nesting are 400s, not crashes
     engine = Engine(settings)
     app.extensions["engine"] = engine
     # Flask runs after_request hooks in reverse order: the request log, registered first,
     # sees the final response, with every header the later hooks add.
     init_request_log(app, engine.metrics, settings.access.log_prompts)
     init_request_ids(app)
+    init_response_headers(app)
     init_access(app, settings)  # before the routes' own hooks: they read g.client_id
     register_error_handlers(app)
     register_blueprints(app)

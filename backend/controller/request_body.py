@@ -8,6 +8,7 @@ from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from backend.controller import get_engine
+from backend.controller.json_input import JSONInputError, parse_json
 from backend.view.rules import GenerationSchema
 
 
@@ -22,11 +23,9 @@ def json_object() -> dict[str, Any]:
     if limit is not None and len(request.get_data(cache=True)) >= limit:
         raise RequestEntityTooLarge()
     try:
-        body = request.get_json()
-    except BadRequest as error:
-        if error.code != 400:
-            raise
-        raise BadRequest("The request body is not valid JSON.") from None
+        body = parse_json(request.get_data(cache=True))
+    except JSONInputError as error:
+        raise BadRequest(f"The request body is not valid JSON: {error}.") from None
     if not isinstance(body, dict):
         raise BadRequest(f"The request body must be a JSON object, not {_json_type(body)}.")
     return body

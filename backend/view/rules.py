@@ -15,6 +15,7 @@ from backend.config import Limits, ModelSpec
 from backend.model import schedulers
 from backend.model.registry import ModelCatalog
 from backend.model.types import MAX_SEED, GenerationRequest
+from backend.view.text import clean_body
 
 MIN_SIDE = 64
 MAX_GUIDANCE = 30.0
@@ -46,9 +47,13 @@ class GenerationSchema(Schema):
         return self._specs[model]
 
     @pre_load
-    def _reject_unknown_with_suggestions(self, data: Any, **_: Any) -> Any:
-        """Name the likely intended field, which marshmallow's bare 'Unknown field.' does not."""
-        if self.unknown != RAISE or not isinstance(data, dict):
+    def _prepare(self, data: Any, **_: Any) -> Any:
+        """Clean or refuse hostile text (`text.clean_body`), then name unknown fields' likely
+        intended names, which marshmallow's bare 'Unknown field.' does not."""
+        if not isinstance(data, dict):
+            return data
+        data = clean_body(data)
+        if self.unknown != RAISE:
             return data
         known = list(self.load_fields)
         errors = {}
