@@ -35,3 +35,17 @@ def test_health_when_loaded(client):
         "memory": None,  # reported for CUDA devices
         "error": None,
     }
+
+
+def test_a_missing_default_model_is_reported_at_once_before_torch_loads(make_app, demo_copy):
+    broken = demo_copy("no-unet")
+    for path in (broken / "unet").glob("*.safetensors"):
+        path.unlink()
+    for folder, words in [("nowhere", "does not exist"), (str(broken), "no weights for 'unet'")]:
+        app = make_app(wait=False, DEFAULT_MODEL=folder)
+        # The first probe, right after start-up: the device thread is still importing torch.
+        response = app.test_client().get("/health")
+        assert response.status_code == 503
+        body = response.get_json()
+        assert body["status"] == "error", body
+        assert words in body["error"]

@@ -24,6 +24,7 @@ from backend.model.errors import (
     GenerationFailedError,
     GenerationTimeoutError,
     JobNotFinishedError,
+    ModelFolderError,
     ModelNotReadyError,
     ModelUnavailableError,
     QueueFullError,
@@ -31,7 +32,7 @@ from backend.model.errors import (
 from backend.model.images import encode, infotext
 from backend.model.job_files import JobFiles
 from backend.model.jobs import Job, JobStatus, JobStore
-from backend.model.registry import ModelCatalog, display_path
+from backend.model.registry import ModelCatalog, display_path, inspect_folder
 from backend.model.types import (
     MAX_SEED,
     GenerationRequest,
@@ -106,6 +107,15 @@ def _job_files(settings: Settings) -> JobFiles | None:
         return None
 
 
+def _folder_problem(spec: ModelSpec, settings: Settings) -> str | None:
+    """Why the default model's folder cannot be loaded, found without importing torch."""
+    try:
+        inspect_folder(spec, drop_t5=settings.memory.sd3_drop_t5)
+    except ModelFolderError as error:
+        return str(error)
+    return None
+
+
 def _may_run_on_cpu(settings: Settings) -> bool:
     """Whether DEVICE/DEVICES can mean the CPU, judged without importing torch."""
     return any(name in ("cpu", "auto") for name in settings.devices or (settings.device,))
@@ -122,6 +132,9 @@ class Engine:
             settings.serving.job_ttl_seconds, settings.serving.max_stored_jobs, _job_files(settings)
         )
         self._workers: tuple[DeviceWorker, ...] = ()
+        # Pure Python and quick: /health can name a missing or broken default model folder at
+        # once, while the device threads are still importing torch.
+        self._default_problem = _folder_problem(self.catalog.default, settings)
         self._started = threading.Event()
         self._dispatch = threading.Lock()  # choosing a device and queueing on it, atomically
         # Encodes finished async jobs, so the device thread goes straight on to the next batch.
@@ -226,6 +239,8 @@ class Engine:
         serving = [d for d in devices if d.state is WorkerState.READY and d.error is None]
         if serving:
             state, error = WorkerState.READY, None
+        elif self._default_problem and not any(d.state is WorkerState.READY for d in devices):
+            state, error = WorkerState.FAILED, self._default_problem
         elif not workers or any(d.state is WorkerState.LOADING for d in devices):
             state, error = WorkerState.LOADING, None
         elif all(d.state is WorkerState.STOPPED for d in devices):
