@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from backend.config import ConfigError, load_settings
+from backend.http_worker import BufferingWorker, StageLimits
 
 try:
     _settings = load_settings()
@@ -17,14 +18,26 @@ except ConfigError as error:  # a message naming the variable reads better than 
 wsgi_app = "backend.main:create_app()"
 bind = f"{_settings.host}:{_settings.port}"
 workers = 1  # more processes would each load their own copy of the model
-worker_class = "gthread"
+# gthread, except that the main loop buffers each request and only a complete one takes a thread:
+# clients that send half a request and stall cannot use up the threads (README, "Slow and idle
+# clients"). The limits travel as a configured class because gunicorn keeps only its own settings
+# from this file and hands workers nothing else; this way the worker uses the very settings read
+# above for bind and threads, instead of reading the environment again after the fork.
+worker_class = BufferingWorker.configured(
+    StageLimits(
+        header_timeout=_settings.header_timeout_seconds,
+        body_min_rate=_settings.body_min_bytes_per_second,
+        body_grace=_settings.body_grace_seconds,
+        max_body=_settings.max_content_length,
+    )
+)
 threads = _settings.http_threads
 preload_app = False  # never import torch or touch CUDA in the master
 # For gthread workers `timeout` is a heartbeat of the worker's main loop, not a request limit:
 # long generations run on request threads and do not trip it.
 timeout = 120
 graceful_timeout = _settings.graceful_timeout
-keepalive = 5
+keepalive = 5  # idle kept-alive connections wait this long in the worker's poller, not on a thread
 # gunicorn 25+ opens a control socket at one fixed per-user path: two servers on a host (or a
 # test run beside a deployment) would fight over it, and nothing here uses it.
 control_socket_disable = True

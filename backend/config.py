@@ -203,6 +203,9 @@ class Settings:
     host: str
     port: int
     http_threads: int
+    header_timeout_seconds: float  # a request head must arrive within this (see http_worker)
+    body_min_bytes_per_second: int  # bodies slower than this, after the grace, are cut off
+    body_grace_seconds: float
     graceful_timeout: int
     log_level: str
     default_model: str
@@ -274,6 +277,15 @@ class _SettingsSchema(Schema):
     port = fields.Integer(data_key="PORT", load_default=5000, validate=validate.Range(1, 65535))
     http_threads = fields.Integer(
         data_key="HTTP_THREADS", load_default=32, validate=validate.Range(1, 1024)
+    )
+    header_timeout_seconds = fields.Float(
+        data_key="HEADER_TIMEOUT_SECONDS", load_default=10.0, validate=validate.Range(1, 3600)
+    )
+    body_min_bytes_per_second = fields.Integer(
+        data_key="BODY_MIN_BYTES_PER_SECOND", load_default=1024, validate=validate.Range(1)
+    )
+    body_grace_seconds = fields.Float(
+        data_key="BODY_GRACE_SECONDS", load_default=5.0, validate=validate.Range(1, 3600)
     )
     graceful_timeout = fields.Integer(
         data_key="GRACEFUL_TIMEOUT", load_default=60, validate=validate.Range(0, 3600)
