@@ -36,6 +36,10 @@ bench: install-dev  ## the benchmark (needs make bench-model): table, bench/resu
 bench-speed: install-dev  ## what each speed setting gains, server by server (needs make bench-model)
 	$(PY) -m bench.speed $(SPEED_ARGS)
 
+.PHONY: gpu-check
+gpu-check:  ## on a GPU host (wheels: ../shared/tools/gpu-wheels): pytest -m gpu, bench, bench-speed in 8 min
+	bash bench/gpu-check.sh
+
 run: install  ## serve with gunicorn on HOST:PORT (builds the demo model first if it is the default)
 	$(PY) -m backend.model.demo --if-default
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
