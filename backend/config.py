@@ -181,6 +181,7 @@ class ServingSettings:
     job_timeout_seconds: float  # jobs (POST /jobs): wait + run; 0: no deadline
     job_ttl_seconds: float  # how long a finished job and its images are kept
     max_stored_jobs: int  # finished jobs kept at most (the oldest go first)
+    job_max_attempts: int  # runs a job gets when server crashes cut it off; then it fails
     jobs_dir: Path | None  # where jobs are saved to outlive restarts; None (off): memory only
     max_batch_size: int  # images one pipeline call may serve; 1: no micro-batching
     batch_wait_ms: float  # how long a lone job waits for company
@@ -394,6 +395,9 @@ class _SettingsSchema(Schema):
     max_stored_jobs = fields.Integer(
         data_key="MAX_STORED_JOBS", load_default=1000, validate=validate.Range(1, 1_000_000)
     )
+    job_max_attempts = fields.Integer(
+        data_key="JOB_MAX_ATTEMPTS", load_default=3, validate=validate.Range(1, 100)
+    )
     jobs_dir = fields.String(data_key="JOBS_DIR", load_default=".jobs")
     max_batch_size = fields.Integer(
         data_key="MAX_BATCH_SIZE", load_default=4, validate=validate.Range(1, 64)
@@ -449,6 +453,7 @@ class _SettingsSchema(Schema):
             "job_timeout_seconds",
             "job_ttl_seconds",
             "max_stored_jobs",
+            "job_max_attempts",
             "max_batch_size",
             "batch_wait_ms",
         )

@@ -230,20 +230,8 @@ def test_finished_jobs_outlive_a_restart(make_app, tmp_path):
     assert after.get(f"/jobs/{job['id']}/image").headers["X-Seed"] == "5"
     assert after.delete(f"/jobs/{job['id']}").status_code == 200
     assert after.get(f"/jobs/{job['id']}").status_code == 410
-    assert not list((tmp_path / "kept").iterdir())  # its record and images are gone
-
-
-def test_a_job_cut_off_by_a_crash_reads_back_as_failed(make_app, tmp_path):
-    folder = str(tmp_path / "kept")
-    crashed = make_app(JOBS_DIR=folder, MAX_BATCH_SIZE=1)
-    hold = Hold(0.5)
-    crashed.extensions["engine"].workers[0].step_hook = hold
-    job = crashed.test_client().post("/jobs", json={"prompt": "cut off", **TINY}).get_json()
-    # A second process on the same folder sees only what the first wrote when it accepted it.
-    state = make_app(JOBS_DIR=folder).test_client().get(f"/jobs/{job['id']}").get_json()
-    assert state["status"] == "failed"
-    assert "server stopped before this job finished" in state["error"]
-    hold.held.clear()
+    left = [path.name for path in (tmp_path / "kept").iterdir()]
+    assert left == ["owners"]  # its record and images are gone; the live servers' locks stay
 
 
 def test_after_a_restart_a_job_is_still_visible_only_to_its_key(make_app, tmp_path):

@@ -25,12 +25,14 @@ from backend.model.errors import (
     GenerationTimeoutError,
     JobNotFinishedError,
     ModelFolderError,
+    ModelLayerError,
     ModelNotReadyError,
     ModelUnavailableError,
     QueueFullError,
 )
 from backend.model.images import encode, infotext
 from backend.model.job_files import JobFiles
+from backend.model.job_recovery import JobRecovery
 from backend.model.jobs import Job, JobStatus, JobStore
 from backend.model.registry import ModelCatalog, display_path, inspect_folder
 from backend.model.types import (
@@ -139,6 +141,13 @@ class Engine:
         self._dispatch = threading.Lock()  # choosing a device and queueing on it, atomically
         # Encodes finished async jobs, so the device thread goes straight on to the next batch.
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        self._stopping = threading.Event()
+        files = self.jobs.files
+        self._recovery = (
+            None
+            if files is None
+            else JobRecovery(files, self.jobs, settings.serving.job_max_attempts, self._resubmit)
+        )
         self.metrics.watch(self._state_metrics)
 
     def pipeline(self, name: str | None = None, device: int = 0) -> Any:
@@ -172,6 +181,8 @@ class Engine:
             worker.start()
         self._workers = workers
         self._started.set()
+        if self._recovery is not None:
+            self._recovery.start()
         serving = self.settings.serving
         waiting = len(workers) * (serving.max_queue_size + serving.max_batch_size)
         if self.settings.http_threads <= waiting:
@@ -192,7 +203,10 @@ class Engine:
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
+        self._stopping.set()
         self._started.wait(left())
+        if self._recovery is not None:
+            self._recovery.stop(left())
         for worker in self._workers:  # all refuse new jobs at once, then each drains
             worker.refuse()
         pending = sum(worker.pending for worker in self._workers)
@@ -201,6 +215,8 @@ class Engine:
         for worker in self._workers:
             worker.stop(left())
         self._encoder.shutdown(wait=True)
+        if self.jobs.files is not None:  # what is left unfinished is the next process's to run
+            self.jobs.files.owners.release()
         unfinished = sum(worker.pending for worker in self._workers)
         if unfinished:
             log.warning("stopped with %d generation(s) unfinished (out of time)", unfinished)
@@ -289,6 +305,7 @@ class Engine:
         if not job.wait(job.remaining()):
             # The device may be mid-step: the job's step callback stops it at the next step.
             self._abandon(job)
+            job.wait(None)  # whichever end won (deadline, failure or images) is settled now
         if job.error is not None:
             if isinstance(job.error, GenerationTimeoutError):
                 self.metrics.rejections.labels("timeout").inc()
@@ -346,7 +363,7 @@ class Engine:
         job = Job(spec, request, output or OutputOptions(), timeout or None, owner)
         if keep:  # before queueing: the device may finish it before `submit` returns
             job.on_drawn = self._drawn
-            job.on_end = self.jobs.save
+            self.jobs.track(job)
         try:
             with self._dispatch:
                 self._choose(spec).submit(job)
@@ -357,6 +374,28 @@ class Engine:
         if keep:  # only accepted jobs are kept (and written to disk): refusals stay cheap
             self.jobs.add(job)
         return job
+
+    def _resubmit(self, job: Job) -> None:
+        """Queue a job taken over from a dead process, waiting for the device to have room."""
+        try:
+            job.spec = self.catalog.resolve(job.request.model)
+        except ModelLayerError as error:  # its model folder went away meanwhile
+            self.jobs.track(job)
+            job.fail(error)
+            return
+        job.on_drawn = self._drawn
+        self.jobs.track(job)
+        while not self._stopping.is_set() and job.alive:  # a client may cancel it meanwhile
+            try:
+                with self._dispatch:
+                    self._choose(job.spec).submit(job)
+                return
+            except (QueueFullError, ModelNotReadyError):
+                self._stopping.wait(0.05)  # its place comes as soon as a queued job starts
+            except ModelUnavailableError as error:
+                if not self._stopping.is_set():
+                    job.fail(error)
+                return
 
     def _abandon(self, job: Job) -> None:
         if job.expire():

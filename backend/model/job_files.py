@@ -2,8 +2,10 @@
 
 One `<id>.json` per job (its `Job.record()`) and one `<id>.<k>.<ext>` per image, each written
 to a temporary name and renamed, so a reader never sees half a file. The record is written when
-the job is accepted and again when it ends: a job whose last record is not final was cut off by
-a crash, and reads back as failed with a message saying so.
+the job is accepted (fsynced: the client is told 202), when a run begins (the attempt count),
+and when it ends: images first, then the record, each fsynced, then the folder, and only then is
+the final state shown to anyone. A record that is not final belongs to the process named in it
+(`job_owners.py`); once that process is dead, the next one runs the job again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from backend.model.job_owners import JobOwners
 from backend.model.jobs import Job, JobStatus
 from backend.model.types import EncodedImage
 
@@ -33,26 +37,48 @@ class JobFiles:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        # The state is read and written under one lock: when two threads save one job (accepted
-        # and already ended), the later write always holds the newer state.
+        self.owners = JobOwners(folder)
+        # Records are written under one lock, and a final one is never replaced by an earlier
+        # state (the accepting thread may save after the device already finished the job).
         self._lock = threading.Lock()
 
-    def save(self, job: Job) -> None:
-        """Write the job's record, and its images once it succeeded. Never raises."""
+    def save(self, job: Job, durable: bool = False) -> None:
+        """Write the job's current, unfinished state. Never raises."""
         with self._lock:
-            self._save(job)
+            if job.final_saved:
+                return
+            try:
+                self._write_record(job.id, job.record(), durable)
+            except OSError as error:  # a full disk must not fail the job itself
+                log.warning("could not save job %s to %s: %s", job.id, self.folder, error)
 
-    def _save(self, job: Job) -> None:
-        try:
-            record = job.record()
-            if job.status is JobStatus.SUCCEEDED and job.result is not None:
+    def save_final(self, job: Job, record: dict[str, Any], images: list[EncodedImage]) -> None:
+        """Make a final state durable: the images, then the record, then the folder entry."""
+        with self._lock:
+            try:
                 record["images"] = [
-                    self._write_image(job.id, index, image)
-                    for index, image in enumerate(job.result.images)
+                    self._write_image(job.id, index, image) for index, image in enumerate(images)
                 ]
-            self._write(self.folder / f"{job.id}.json", json.dumps(record).encode())
-        except OSError as error:  # a full disk must not fail the job itself
-            log.warning("could not save job %s to %s: %s", job.id, self.folder, error)
+                self._write_record(job.id, record, durable=True)
+            except OSError as error:  # the job still ends; it is just not kept across restarts
+                log.warning("could not save job %s to %s: %s", job.id, self.folder, error)
+            job.final_saved = True
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """The records of unfinished jobs, oldest first."""
+        records = []
+        for path in self.folder.glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+                if not JobStatus(record["status"]).final:
+                    records.append(record)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # unreadable: `sweep` deals with it
+        return sorted(records, key=lambda record: record.get("created_at", 0))
+
+    def _write_record(self, job_id: str, record: dict[str, Any], durable: bool) -> None:
+        record["process"] = self.owners.token  # who runs it, while it is unfinished
+        self._write(self.folder / f"{job_id}.json", json.dumps(record).encode(), durable)
 
     def load(self, job_id: str) -> Job | None:
         """The job saved under `job_id`, or None."""
@@ -107,10 +133,10 @@ class JobFiles:
                 record = json.loads(path.read_text())
                 ended = record["finished_at"] or path.stat().st_mtime
             except (OSError, ValueError, KeyError, TypeError):
-                ended = 0.0  # unreadable: treated as long expired
+                ended, record = 0.0, {}  # unreadable: treated as long expired
             if now - ended >= ttl:
                 self.delete(path.stem)
-            else:
+            elif record.get("finished_at"):  # unfinished jobs are not counted: they will run
                 finished.append((ended, path.stem))
         for _, job_id in sorted(finished, reverse=True)[keep:]:
             self.delete(job_id)
@@ -119,15 +145,25 @@ class JobFiles:
 
     def _write_image(self, job_id: str, index: int, image: EncodedImage) -> dict:
         name = f"{job_id}.{index}.{image.extension}"
-        self._write(self.folder / name, image.data)
+        self._write(self.folder / name, image.data, durable=True, sync_folder=False)
         return {"file": name, "media_type": image.media_type, "seed": image.seed}
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: Path, data: bytes, durable: bool, sync_folder: bool = True) -> None:
+        """Write `data` to `path` atomically; `durable`: on disk (fsynced) before returning."""
         handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
+                if durable:
+                    file.flush()
+                    os.fsync(file.fileno())
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        if durable and sync_folder:  # the rename itself is durable only once the folder is
+            folder = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)

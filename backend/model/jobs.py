@@ -3,7 +3,8 @@
 A `Job` is shared by three threads: the caller that submitted it (waiting, polling or
 cancelling), the device worker that runs it, and the encoder that turns its images into files.
 Every change of state goes through the job's lock, so a cancel racing the end of a run has
-exactly one winner.
+exactly one winner. A kept job's final state is made durable (`persist`) before anyone can see
+it: a client told "succeeded" can rely on the images surviving a crash.
 """
 
 from __future__ import annotations
@@ -84,10 +85,15 @@ class Job:
         self.error: ModelLayerError | None = None
         self.raw: RawOutput | None = None
         self.result: GenerationResult | None = None
+        self.attempt = 0  # runs begun, across restarts (JOB_MAX_ATTEMPTS bounds it)
         self.on_drawn: Callable[[Job], None] | None = None  # called once the images exist
-        self.on_end: Callable[[Job], None] | None = None  # called once it reached a final state
+        self.on_begin: Callable[[Job], None] | None = None  # called once it starts a run
+        # Makes the final record (and images) durable; called before the final state is shown.
+        self.persist: Callable[[Job, dict[str, Any], list[EncodedImage]], None] | None = None
+        self.final_saved = False  # its final record is on disk: earlier states must not replace it
         self.position: Callable[[Job], int | None] = lambda _job: None  # set by the queue
         self._lock = threading.Lock()
+        self._ending = False  # a final state has been claimed and is being made durable
         self._drawn = threading.Event()  # the worker is done with it, one way or another
 
     def record(self) -> dict[str, Any]:
@@ -103,6 +109,7 @@ class Job:
             "queue_seconds": self.queue_seconds(),
             "run_seconds": self.run_seconds(),
             "ran": self.started is not None,
+            "attempt": self.attempt,
             "batch_size": self.batch_size,
             "step": self.step,
             "total_steps": self.total_steps,
@@ -121,18 +128,17 @@ class Job:
         job.id, job.owner = record["id"], record["owner"]
         job.created_at, job.finished_at = record["created_at"], record["finished_at"]
         job.step, job.total_steps = record["step"], record["total_steps"]
-        job.batch_size = record["batch_size"]
+        job.batch_size, job.attempt = record["batch_size"], record.get("attempt", 0)
         # Durations, re-expressed on a clock that starts at 1 (0 would read as "not yet").
         job.submitted = 1.0
         job.started = 1.0 + record["queue_seconds"] if record["ran"] else None
         job.finished = 1.0 + record["queue_seconds"] + record["run_seconds"]
         job.deadline = None
         status = JobStatus(record["status"])
-        if not status.final:  # the process ended while it waited or ran
-            status = JobStatus.FAILED
-            record["error"] = "The server stopped before this job finished; submit it again."
-            job.finished_at = job.finished_at or time.time()
+        if not status.final:  # still queued or running in the process that owns it
+            job.finished = None
         job.status = status
+        job.final_saved = status.final
         job.error = ModelLayerError(record["error"]) if record["error"] else None
         if status is JobStatus.SUCCEEDED:
             job.result = GenerationResult(
@@ -144,8 +150,19 @@ class Job:
                 generation_seconds=record["run_seconds"],
                 queue_seconds=record["queue_seconds"],
             )
-        job._drawn.set()
+        if status.final:
+            job._drawn.set()
         return job
+
+    def requeue(self) -> None:
+        """Make a job restored from a process that died queued again, from its first step.
+
+        Its deadline stays where it was, on the wall clock: the time the server was down counts.
+        """
+        waited = max(0.0, time.time() - self.created_at)
+        self.submitted = time.monotonic() - waited
+        self.deadline = self.submitted + self.timeout if self.timeout else None
+        self.status, self.step, self.started, self.finished = JobStatus.QUEUED, 0, None, None
 
     # --- the device worker's side ---
 
@@ -154,12 +171,15 @@ class Job:
         if self.expired():
             self.expire()
         with self._lock:
-            if self.status is not JobStatus.QUEUED:
+            if self.status is not JobStatus.QUEUED or self._ending:
                 return False
             self.status = JobStatus.RUNNING
             self.started = time.monotonic()
             self.batch_size = batch_size
-            return True
+            self.attempt += 1
+        if self.on_begin is not None:  # records the attempt: a run that kills the process counts
+            self.on_begin(self)
+        return True
 
     def progress(self, step: int, total: int) -> None:
         """Record a finished denoising step."""
@@ -168,7 +188,7 @@ class Job:
     def drawn(self, raw: RawOutput) -> None:
         """The images exist; they are kept only if nobody cancelled the job meanwhile."""
         with self._lock:
-            if self.status is not JobStatus.RUNNING:
+            if self.status is not JobStatus.RUNNING or self._ending:
                 return
             self.raw = raw
             self.step = self.total_steps
@@ -196,18 +216,29 @@ class Job:
 
     def _end(self, status: JobStatus, error: ModelLayerError | None) -> bool:
         with self._lock:
-            if self.status.final or self.raw is not None:
+            if self.status.final or self.raw is not None or self._ending:
                 return False
-            self.status, self.error = status, error
+            self._ending = True  # claimed: no other end, and no images, can win from here
             self.finished = time.monotonic()
-            self.finished_at = time.time()
-        self._drawn.set()
-        self._ended()
+        self._publish(status, None, error)
         return True
 
-    def _ended(self) -> None:
-        if self.on_end is not None:
-            self.on_end(self)
+    def _publish(
+        self, status: JobStatus, result: GenerationResult | None, error: ModelLayerError | None
+    ) -> None:
+        """Make the final state durable first, then show it: never "succeeded" before that."""
+        finished_at = time.time()
+        if self.persist is not None:
+            record = self.record()
+            record.update(status=status.value, finished_at=finished_at)
+            record.update(error=str(error) if error is not None else None)
+            if result is not None:
+                record.update(scheduler=result.scheduler, sampler=result.sampler)
+            self.persist(self, record, result.images if result is not None else [])
+        with self._lock:
+            self.raw, self.result, self.error = None, result, error
+            self.status, self.finished_at = status, finished_at
+        self._drawn.set()
 
     # --- the caller's side ---
 
@@ -223,16 +254,12 @@ class Job:
         self, status: JobStatus, result: GenerationResult | None, error: ModelLayerError | None
     ) -> None:
         # Once drawn, a job can no longer be cancelled: only the encoder settles it.
-        with self._lock:
-            self.raw, self.result, self.error = None, result, error
-            self.status = status
-            self.finished_at = time.time()
-        self._ended()
+        self._publish(status, result, error)
 
     @property
     def alive(self) -> bool:
         """Still waiting for images: not ended, and not yet drawn."""
-        return not self.status.final and self.raw is None
+        return not self.status.final and self.raw is None and not self._ending
 
     def expired(self, now: float | None = None) -> bool:
         """Its deadline has passed."""
@@ -285,14 +312,15 @@ class JobStore:
         with self._lock:
             self._sweep()
             self._jobs[job.id] = job
-        # Written now and again when it ends (`save` is its `on_end`): a crash in between
-        # reads back as "interrupted".
-        self.save(job)
-
-    def save(self, job: Job) -> None:
-        """Write the job's current state to disk, when jobs are kept there."""
+        # Durable now, since the client is about to hear 202: after a crash it runs again.
         if self.files is not None:
-            self.files.save(job)
+            self.files.save(job, durable=True)
+
+    def track(self, job: Job) -> None:
+        """Wire a kept job to this store: its runs and its final state are written to disk."""
+        if self.files is not None:
+            job.on_begin = self.files.save  # not fsynced: only a lost attempt count is at stake
+            job.persist = self.files.save_final
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job with this id, if `owner` may see it; JobNotFoundError or JobGoneError."""

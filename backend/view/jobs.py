@@ -44,6 +44,13 @@ class JobSchema(Schema):
         allow_none=True,
         metadata={"description": "Images in the pipeline call that ran it (micro-batching)."},
     )
+    attempt = fields.Integer(
+        required=True,
+        metadata={
+            "description": "Runs begun so far: a run cut off by a crash of the server is tried "
+            "again, up to JOB_MAX_ATTEMPTS times."
+        },
+    )
     expires_at = fields.String(
         required=True,
         allow_none=True,
@@ -86,6 +93,7 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
             "queue_seconds": round(job.queue_seconds(), 3),
             "generation_seconds": round(job.run_seconds(), 3),
             "batch_size": job.batch_size if job.started is not None else None,
+            "attempt": job.attempt,
             "expires_at": expires,
             "error": str(job.error) if job.error is not None else None,
             "images": images,
