@@ -249,3 +249,18 @@ def test_a_declared_body_over_the_limit_is_refused_at_once(server):
     status, headers, body = client.response(timeout=5)
     assert status == 413 and headers["content-type"] == "application/json", body[:300]
     assert client.seconds_until_closed(time.monotonic(), 5) < 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b'5\r\n{"a":1}\r\n0\r\n\r\n', b"2;\x00\r\n{}\r\n0\r\n\r\n"],
+    ids=["bad-size", "size-mismatch", "bad-extension"],
+)
+def test_a_broken_chunked_body_is_a_json_400(server, body):
+    client = Client(server)
+    client.send(post_head(None) + body)
+    status, headers, answer = client.response(timeout=10)
+    assert status == 400, answer[:300]
+    assert headers["content-type"] == "application/json"
+    assert b"Traceback" not in answer
+    assert "Traceback" not in server.log() and "Error handling request" not in server.log()

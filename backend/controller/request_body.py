@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
 
 from backend.controller import get_engine
 from backend.controller.json_input import JSONInputError, parse_json
@@ -17,13 +22,20 @@ def json_object() -> dict[str, Any]:
     if not request.is_json:
         got = request.mimetype or "none"
         raise UnsupportedMediaType(f"Content-Type must be application/json (got {got}).")
+    try:
+        data = request.get_data(cache=True)
+    except HTTPException:
+        raise  # werkzeug's own: a client that disconnected, a body over the limit
+    except Exception:  # the server's reader: gunicorn's chunk errors, a timed-out socket
+        # Only the input stream runs here, and whatever broke it is the client's framing.
+        raise BadRequest("The request body could not be read: its framing is broken.") from None
     limit = request.max_content_length
     # A chunked body has no Content-Length to check up front, and werkzeug stops reading it at
     # the limit without saying so: a body that fills the limit was cut short.
-    if limit is not None and len(request.get_data(cache=True)) >= limit:
+    if limit is not None and len(data) >= limit:
         raise RequestEntityTooLarge()
     try:
-        body = parse_json(request.get_data(cache=True))
+        body = parse_json(data)
     except JSONInputError as error:
         raise BadRequest(f"The request body is not valid JSON: {error}.") from None
     if not isinstance(body, dict):
