@@ -55,17 +55,34 @@ _ERROR_TEXT = {
 }
 # Every generating endpoint can answer these.
 _GENERATE_ERRORS = (400, 401, 404, 413, 415, 429, 500, 503, 504, 507)
+# Paths answered without an API key (backend.controller.PUBLIC_ENDPOINTS): probes.
+PUBLIC_PATHS = frozenset({"/ping", "/health"})
+_STRING = {"schema": {"type": "string"}}
 _RESULT_HEADERS = {
-    name: {"description": text, "schema": {"type": "string"}}
+    name: {"description": text, **_STRING}
     for name, text in {
         "X-Seed": "Seed of the first image",
         "X-Seeds": "Seeds of every image, comma-separated",
         "X-Model": "Model that drew the images",
         "X-Generation-Time": "Seconds the pipeline ran",
         "X-Queue-Time": "Seconds it waited for the device",
-        "X-Request-ID": "This request's id",
+        "Content-Disposition": "inline, with a file name made of the seed",
     }.items()
 }
+# On every response, errors included.
+_REQUEST_ID = {
+    "description": "This request's id: the client's X-Request-ID when sane, else a new one",
+    "required": True,
+    **_STRING,
+}
+_RETRY_AFTER = {
+    "description": "Seconds to wait before trying again (when busy, loading or rate limited)",
+    "schema": {"type": "integer", "minimum": 0},
+}
+_WWW_AUTHENTICATE = {"description": "Bearer", "required": True, **_STRING}
+# With API_KEYS set, every path but the probes needs a key, sent either way; without, none
+# does (the empty alternative).
+_SECURITY = [{"bearer": []}, {"apiKey": []}, {}]
 
 
 def _json(schema: Schema | type[Schema] | dict) -> dict[str, Any]:
@@ -272,4 +289,33 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         ("/sdapi/v1/scripts", "Scripts (none)", ScriptsSchema),
     ):
         spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
-    return spec.to_dict()
+    spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
+    )
+    spec.components.security_scheme(
+        "apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    )
+    document = spec.to_dict()
+    _add_access(document)
+    return document
+
+
+def _add_access(document: dict[str, Any]) -> None:
+    """X-Request-ID everywhere, Retry-After on 429 and 503, and 401 where API_KEYS applies."""
+    for path, item in document["paths"].items():
+        error = "OpenAIError" if path.startswith("/v1/") else "Error"
+        for operation in item.values():
+            responses = operation["responses"]
+            if path not in PUBLIC_PATHS:
+                operation["security"] = _SECURITY
+                unauthorized = {
+                    "description": _ERROR_TEXT[401],
+                    **_json({"$ref": f"#/components/schemas/{error}"}),
+                }
+                responses["401"] = {**responses.get("401", unauthorized)}
+                responses["401"]["headers"] = {"WWW-Authenticate": _WWW_AUTHENTICATE}
+            for status, response in responses.items():
+                headers = response["headers"] = {**response.get("headers", {})}
+                headers["X-Request-ID"] = _REQUEST_ID
+                if status in ("429", "503"):
+                    headers["Retry-After"] = _RETRY_AFTER

@@ -1,0 +1,64 @@
+"""The server under fuzzing: real gunicorn on a free loopback port, hermetic, cheap to feed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import backend  # noqa: F401  (hub offline before anything imports diffusers)
+from backend.model.demo import save_demo_model
+from bench.server import Server, server_env
+
+API_KEY = "fuzz-key-0123456789abcdef"
+ORIGIN = "https://fuzz.example"
+# Small limits, so that what the fuzzer gets accepted stays cheap: at most 128x64 pixels, 2 steps
+# and 2 images (about 0.1 s on a CPU; the demo model's own 256x256 is refused as too many pixels,
+# so only explicit small sizes get drawn), a queue no fuzzer fills, and every other setting
+# pinned so a developer's .env cannot change what is fuzzed. API keys and CORS are on: their header
+# parsing is part of what is fuzzed.
+SETTINGS: dict[str, object] = {
+    "DEFAULT_MODEL": "demo",
+    "DEVICE": "cpu",
+    "TORCH_DTYPE": "auto",
+    "LOG_LEVEL": "warning",
+    "MAX_WIDTH": 128,
+    "MAX_HEIGHT": 128,
+    "MAX_PIXELS": 128 * 64,
+    "MAX_STEPS": 2,
+    "MAX_PROMPT_LENGTH": 2000,
+    "MAX_IMAGES": 2,
+    "MAX_CONTENT_LENGTH": 65536,
+    "MAX_QUEUE_SIZE": 100_000,
+    "MAX_STORED_JOBS": 200,
+    "REQUEST_TIMEOUT_SECONDS": 120,
+    "JOB_TIMEOUT_SECONDS": 600,
+    "JOB_TTL_SECONDS": 3600,
+    "MAX_BATCH_SIZE": 4,
+    "BATCH_WAIT_MS": 0,
+    "HTTP_THREADS": 32,
+    "API_KEYS": API_KEY,
+    "API_KEYS_FILE": "",
+    "RATE_LIMIT": "",
+    "CORS_ORIGINS": ORIGIN,
+    "LOG_PROMPTS": "true",
+    "PROMPT_CACHE_SIZE": 64,
+    "COMPILE": "false",
+    "TINY_VAE": "false",
+}
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@contextmanager
+def fuzz_server(workdir: Path, models: Path | None = None) -> Iterator[Server]:
+    """A healthy server on the demo model of `models` (default: built in `workdir`)."""
+    models = models or workdir / "models"
+    if not (models / "demo" / "model_index.json").is_file():
+        save_demo_model(models / "demo")
+    env = server_env(SETTINGS, MODELS_DIR=models, JOBS_DIR=workdir / "jobs")
+    server = Server(env, workdir / "server.log")
+    try:
+        server.seconds_until_healthy(timeout=300)
+        yield server
+    finally:
+        server.stop()
