@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model bench-model bench bench-speed run dev test lint format loadtest batch-fidelity clean
+.PHONY: help install install-dev demo-model bench-model bench bench-speed run dev test lint format loadtest fuzz batch-fidelity clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ test: lint  ## lint, then the whole test suite (CPU only; GPU tests skip themsel
 loadtest: install-dev  ## 16 clients for 30 s against gunicorn + demo model: only 200/503/429, fast refusals, flat memory
 	$(PY) -m backend.model.demo
 	$(PY) -m bench.loadtest $(LOADTEST_ARGS)
+
+FUZZ_SECONDS ?= 120
+fuzz: install-dev  ## FUZZ_SECONDS (120) of schemathesis + hostile requests on gunicorn: no 5xx, all documented
+	$(PY) -m bench.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 batch-fidelity: install  ## how far micro-batched images differ from solo ones (max difference, PSNR)
 	$(PY) -m backend.model.demo

@@ -1,0 +1,1 @@
+"""`make fuzz`: schemathesis, then hostile requests of our own, against a real server."""

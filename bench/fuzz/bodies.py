@@ -81,7 +81,7 @@ def field_value(prop: dict[str, Any]) -> st.SearchStrategy[Any]:
     else:
         own = any_value()
     valid = _valid_choices(prop)
-    options = [own, own, own, any_value(), wrong_type(), st.none()]
+    options = [own, own, own, any_value(), wrong_type(), deep_json(), st.none()]
     if valid:
         options.append(pick(valid))
     return choose(*options)

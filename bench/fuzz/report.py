@@ -81,7 +81,7 @@ def curl(failure: Failure, body_file: Path) -> str:
         if name not in failure.headers:
             words += ["-H", f"'{name}:'"]
     if failure.body is not None:
-        if len(failure.body) > 200:
+        if len(failure.body) > 200 or b"\x00" in failure.body:  # no shell word holds a NUL
             words += ["--data-binary", "@" + shlex.quote(str(body_file))]
         else:
             words += ["--data-binary", _quote(failure.body)]
