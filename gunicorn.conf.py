@@ -28,6 +28,7 @@ worker_class = BufferingWorker.configured(
         header_timeout=_settings.header_timeout_seconds,
         body_min_rate=_settings.body_min_bytes_per_second,
         body_grace=_settings.body_grace_seconds,
+        send_timeout=_settings.send_timeout_seconds,
         max_body=_settings.max_content_length,
     )
 )

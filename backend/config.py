@@ -207,6 +207,7 @@ class Settings:
     header_timeout_seconds: float  # a request head must arrive within this (see http_worker)
     body_min_bytes_per_second: int  # bodies slower than this, after the grace, are cut off
     body_grace_seconds: float
+    send_timeout_seconds: float  # a response write making no progress this long is abandoned
     graceful_timeout: int
     log_level: str
     default_model: str
@@ -287,6 +288,9 @@ class _SettingsSchema(Schema):
     )
     body_grace_seconds = fields.Float(
         data_key="BODY_GRACE_SECONDS", load_default=5.0, validate=validate.Range(1, 3600)
+    )
+    send_timeout_seconds = fields.Float(
+        data_key="SEND_TIMEOUT_SECONDS", load_default=30.0, validate=validate.Range(1, 3600)
     )
     graceful_timeout = fields.Integer(
         data_key="GRACEFUL_TIMEOUT", load_default=60, validate=validate.Range(0, 3600)

@@ -15,6 +15,7 @@ import contextlib
 import re
 import selectors
 import socket
+import struct
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class StageLimits:
     body_min_rate: float = 1024.0  # bytes per second a body must average after the grace
     body_grace: float = 5.0  # seconds any body gets, whatever its rate
     max_body: int = 65536  # larger declared bodies go to a thread at once (Flask answers 413)
+    send_timeout: float = 30.0  # seconds a response write may make no progress
 
 
 def _framing(head: bytes) -> tuple[int | None, bool]:
@@ -69,9 +71,14 @@ def _framing(head: bytes) -> tuple[int | None, bool]:
 class StagedConn(TConn):
     """A plain HTTP/1 connection and what the main loop has read of its next request."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, send_timeout: float = 30.0) -> None:
         super().__init__(*args)
         self.read_timeout: float | None = None  # the thread's, for a request handed over unread
+        # SO_SNDTIMEO bounds each blocking send, not the whole response as a Python socket
+        # timeout would: a slow reader that keeps reading is served, a stopped one is dropped.
+        seconds = int(send_timeout)
+        timeval = struct.pack("ll", seconds, int((send_timeout - seconds) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         self.stage(b"", 0.0)
 
     def stage(self, data: bytes, deadline: float, lingering: bool = False) -> None:
@@ -136,7 +143,8 @@ class BufferingWorker(ThreadWorker):
         if self.cfg.is_ssl or negotiation.prior_knowledge_allowed(self.cfg, client_addr):
             self.enqueue_req(TConn(*args))
         else:
-            self._watch(StagedConn(*args), b"", self.limits.header_timeout)
+            conn = StagedConn(*args, send_timeout=self.limits.send_timeout)
+            self._watch(conn, b"", self.limits.header_timeout)
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         """A kept-alive connection speaks again: its next request is buffered like a first."""
@@ -165,6 +173,18 @@ class BufferingWorker(ThreadWorker):
                 self._close(conn)
         else:
             super().finish_request(conn, fs)  # kept alive, nothing read ahead: gthread parks it
+
+    def handle_request(self, req: Any, conn: TConn) -> bool:
+        """gthread's, except that a client which stopped reading its response is let go."""
+        try:
+            return super().handle_request(req, conn)
+        except BlockingIOError:  # SO_SNDTIMEO passed with no byte sent: the client stopped reading
+            self.log.info(
+                "Closed %s: read none of its response for %g s",
+                conn.client,
+                self.limits.send_timeout,
+            )
+            return False  # close the connection; the thread is free again
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
         # A body handed over unread would be drained here by a thread at the client's pace: close

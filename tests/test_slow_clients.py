@@ -5,6 +5,7 @@ Real gunicorn on loopback, spoken to over raw sockets so requests can stop half-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 THREADS = 4
 HEADER_TIMEOUT = 5.0
 BODY_GRACE = 5.0
+SEND_TIMEOUT = 3.0
 KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive
 MARGIN = 2.0  # the worker looks at deadlines about once a second
 BAD_STEPS = b'{"prompt": "a cat", "steps": "many"}'
@@ -40,6 +42,7 @@ def server(base_settings, tmp_path_factory) -> Iterator[ServerProcess]:
         HEADER_TIMEOUT_SECONDS=HEADER_TIMEOUT,
         BODY_GRACE_SECONDS=BODY_GRACE,
         BODY_MIN_BYTES_PER_SECOND=1024,
+        SEND_TIMEOUT_SECONDS=SEND_TIMEOUT,
     )
     try:
         # A worker still booting on a busy machine can leave a ping unanswered for over a second,
@@ -264,3 +267,28 @@ def test_a_broken_chunked_body_is_a_json_400(server, body):
     assert headers["content-type"] == "application/json"
     assert b"Traceback" not in answer
     assert "Traceback" not in server.log() and "Error handling request" not in server.log()
+
+
+def test_a_client_that_stops_reading_its_response_frees_the_thread(server):
+    # About 7.5 MB of JSON, more than the kernel's socket buffers hold (4 MB for the sender at
+    # most), into a 4 KiB receive window that is never read: the thread blocks in sendall.
+    body = {"prompt": "big", "steps": 1, "width": 640, "height": 640, "n": 4}
+    data = json.dumps({**body, "response_format": "json"}).encode()
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", server.port))
+    try:
+        reader.sendall(post_head(len(data)) + data)
+        deadline = time.monotonic() + 180
+        while "read none of its response" not in server.log():
+            assert time.monotonic() < deadline, "the thread never gave the stalled reader up"
+            time.sleep(0.2)
+        reader.settimeout(10)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := reader.recv(1 << 20):
+                received += len(chunk)
+        assert received < 5_000_000  # cut off: the server closed it without sending the rest
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        reader.close()
