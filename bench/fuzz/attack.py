@@ -98,7 +98,7 @@ class Attack:
             self.session = requests.Session()  # the old connection may be broken
             return
         self.report.count(SOURCE, request.endpoint, response.status_code)
-        headers = dict(response.headers)
+        headers = response.headers
         self._remember_job(request, response)
         problems = self.document.problems(request, response.status_code, headers, response.content)
         for problem in problems:

@@ -48,7 +48,7 @@ def final_generation(url: str, report: Report) -> bool:
     if response.status_code == 200 and response.content.startswith(PNG_MAGIC):
         return True
     failure.status = response.status_code
-    failure.response_headers = dict(response.headers)
+    failure.response_headers = response.headers
     failure.response_body = response.content[:4096]
     report.fail(failure)
     return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -74,7 +75,7 @@ class Document:
         return jsonschema_rs.Draft4Validator(_json_schema(media["schema"], self._schemas))
 
     def problems(
-        self, request: HostileRequest, status: int, headers: dict[str, str], content: bytes
+        self, request: HostileRequest, status: int, headers: Mapping[str, str], content: bytes
     ) -> list[str]:
         """What is wrong with this answer to `request`; empty when nothing is."""
         template = request.endpoint.split(" ", 1)[1]
@@ -102,7 +103,7 @@ class Document:
         request: HostileRequest,
         response: dict[str, Any],
         status: int,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes,
     ) -> list[str]:
         if request.method == "HEAD" or not content:
@@ -120,7 +121,7 @@ class Document:
         return [] if validator is None else _validate(validator, content)
 
     def _error_shape(
-        self, request: HostileRequest, status: int, headers: dict[str, str], content: bytes
+        self, request: HostileRequest, status: int, headers: Mapping[str, str], content: bytes
     ) -> list[str]:
         """Errors the document does not describe still come in the one error shape."""
         if status < 400 or request.method == "HEAD" or not content:

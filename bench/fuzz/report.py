@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from requests.structures import CaseInsensitiveDict
+
 EXAMPLES_KEPT = 3  # reproductions printed per distinct failure
 SHOWN_BYTES = 600  # of a body, in the printed repr
 
@@ -23,7 +25,7 @@ class Failure:
     headers: dict[str, bytes]
     body: bytes | None
     status: int | None
-    response_headers: dict[str, str] = field(default_factory=dict)
+    response_headers: CaseInsensitiveDict[str] = field(default_factory=CaseInsensitiveDict)
     response_body: bytes = b""
 
     def signature(self) -> tuple[str, str, str]:
@@ -40,7 +42,7 @@ class Failure:
             body_file.write_bytes(self.body)
         command = curl(self, body_file)
         stem.with_suffix(".sh").write_text(command + "\n", errors="backslashreplace")
-        lines = [f"{self.method} {_shown(self.url.encode())[2:-1]}"]
+        lines = [f"{self.method} {_shown(self.url.encode())[2:-1]}", f"  problem: {self.problem}"]
         lines += [f"  {name}: {_shown(value)}" for name, value in self.headers.items()]
         if self.body is not None:
             lines.append(f"  body ({len(self.body)} bytes): {_shown(self.body)}")

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from requests.structures import CaseInsensitiveDict
+
 from bench.fuzz.conformance import Document
 from bench.fuzz.report import Failure, Report
 from bench.fuzz.server import API_KEY
@@ -118,7 +120,9 @@ def _failure(label: str, check: dict[str, Any], interaction: dict[str, Any] | No
         headers,
         _bytes(request.get("body")),
         response.get("status_code"),
-        {name: ", ".join(values) for name, values in response.get("headers", {}).items()},
+        CaseInsensitiveDict(
+            {name: ", ".join(values) for name, values in response.get("headers", {}).items()}
+        ),
         _bytes(response.get("content")) or b"",
     )
 
