@@ -134,9 +134,7 @@ class Job:
         job.started = 1.0 + record["queue_seconds"] if record["ran"] else None
         job.finished = 1.0 + record["queue_seconds"] + record["run_seconds"]
         job.deadline = None
-        status = JobStatus(record["status"])
-        if not status.final:  # still queued or running in the process that owns it
-            job.finished = None
+        status = JobStatus(record["status"])  # unfinished: as its owner (or a dead one) left it
         job.status = status
         job.final_saved = status.final
         job.error = ModelLayerError(record["error"]) if record["error"] else None
