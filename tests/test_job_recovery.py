@@ -25,7 +25,11 @@ def running_record(make_app, folder: Path) -> tuple[dict, Hold]:
     api = app.test_client()
     job = api.post("/jobs", json={"prompt": "cut off", "seed": 11, **TINY}).get_json()
     wait_for(api, job["id"], {"running"})
-    return json.loads((folder / f"{job['id']}.json").read_text()), hold
+    deadline = time.monotonic() + 30
+    while (record := json.loads((folder / f"{job['id']}.json").read_text()))["attempt"] < 1:
+        assert time.monotonic() < deadline, record  # the run's record follows its start
+        time.sleep(0.01)
+    return record, hold
 
 
 def test_a_record_says_succeeded_only_once_its_images_are_on_disk(make_app, tmp_path):
