@@ -86,13 +86,19 @@ class Document:
         if "X-Request-ID" not in headers:
             return []  # answered by gunicorn itself (a malformed request line or header)
         allowed: set[int] | None = None  # None: as the document says
-        if not self._patterns[template].fullmatch(unquote(urlsplit(request.path).path)):
-            allowed, why = UNROUTED, "a path that matches no route"  # `/./ping`, `a%2Fb` ids
-        elif documented is None:  # OPTIONS is Flask's own, on every route
+        routed = self._patterns[template].fullmatch(unquote(urlsplit(request.path).path))
+        if documented is None:  # OPTIONS is Flask's own, on every route
             allowed = WRONG_METHOD | ({200} if request.method == "OPTIONS" else set())
             why = "an undocumented method"
+        elif not routed:  # `//health` is /health; `/jobs//image`, `/./ping` or `a%2Fb` ids, none
+            allowed = UNROUTED | {int(code) for code in documented if code.isdigit()}
+            why = "a path that matches no route"
         if allowed is not None:
             found = [] if status in allowed else [f"status {status} for {why}"]
+            if documented and status < 400 and str(status) in documented:
+                return found + self._content(
+                    request, documented[str(status)], status, headers, content
+                )
             return found + self._error_shape(request, status, headers, content)
         if str(status) not in documented:
             return [f"undocumented status {status}"]
