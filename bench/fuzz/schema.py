@@ -24,13 +24,11 @@ CONFIG = f"""\
 [[operations]]
 include-path-regex = "^/({GENERATING})$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
-
-# DELETE of a queued or running job cancels it: a GET then shows it, cancelled, as documented
-# ("Cancel a queued or running job; delete a finished one"), which use_after_free calls a failure.
-[[operations]]
-include-path-regex = "^/jobs/"
-checks.use_after_free.enabled = false
 """
+# DELETE of a queued or running job cancels it, and a GET then shows it cancelled, as the document
+# says ("Cancel a queued or running job; delete a finished one"); use_after_free (stateful chains
+# only, and DELETE /jobs/{job_id} is the only DELETE) would call that a failure.
+EXCLUDED_CHECKS = "use_after_free"
 GRACE_SECONDS = 120  # for schemathesis to start, finish its last case and write its report
 
 
@@ -41,6 +39,7 @@ def command(url: str, seconds: float, seed: int, folder: Path) -> list[str]:
         "--config-file", str(folder / "schemathesis.toml"),
         "run", f"{url}/openapi.json",
         "--checks", "all",
+        "--exclude-checks", EXCLUDED_CHECKS,
         "--max-time", str(max(1, round(seconds))),
         "--seed", str(seed),
         "--header", f"Authorization: Bearer {API_KEY}",
