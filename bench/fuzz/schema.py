@@ -20,10 +20,19 @@ SOURCE = "schemathesis"
 # limit, batch_size x n_iter, a model name that does not exist): valid-by-schema bodies may get
 # 400 or 404 there by design.
 GENERATING = "image/generate|generate|generate-image|jobs|v1/images/generations|sdapi/v1/txt2img"
+# Job paths answer valid requests 409 (no images yet) or 410 (deleted) by design, too. In stateful
+# chains (where per-operation settings do not reach) the union applies.
 CONFIG = f"""\
 [[operations]]
 include-path-regex = "^/({GENERATING})$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+[[operations]]
+include-path-regex = "^/jobs/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "404", "409", "410"]
+
+[phases.stateful.checks]
+positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409", "410"]
 """
 # DELETE of a queued or running job cancels it, and a GET then shows it cancelled, as the document
 # says ("Cancel a queued or running job; delete a finished one"); use_after_free (stateful chains
@@ -58,6 +67,7 @@ def run_schemathesis(
     url: str, seconds: float, seed: int, folder: Path, *, report: Report, document: Document
 ) -> int:
     """Run schemathesis for about `seconds`; count its requests and failures into `report`."""
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "schemathesis.toml").write_text(CONFIG)
     log = folder / "schemathesis.log"
@@ -65,6 +75,7 @@ def run_schemathesis(
         try:
             code = subprocess.run(
                 command(url, seconds, seed, folder),
+                cwd=folder,  # its crash cache (.schemathesis/) goes there, not in the checkout
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 timeout=seconds + GRACE_SECONDS,
