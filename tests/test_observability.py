@@ -58,6 +58,16 @@ def test_prompts_are_logged_only_when_asked(make_app, caplog):
     assert (line["prompt"], line["negative_prompt"]) == (PROMPT, "blur")
 
 
+def test_logging_prompts_never_turns_a_bad_body_into_a_500(make_app, caplog):
+    client = make_app(LOG_PROMPTS="true").test_client()
+    nested = '{"prompt": "x", "a": ' + "[" * 5000 + "]" * 5000 + "}"
+    with caplog.at_level(logging.INFO, logger="backend.access"):
+        too_large = client.post("/jobs", data="x" * 70_000, content_type="application/json")
+        too_deep = client.post("/jobs", data=nested, content_type="application/json")
+    assert (too_large.status_code, too_deep.status_code) == (413, 400)
+    assert [line["status"] for line in access_lines(caplog)] == [413, 400]
+
+
 def test_metrics_count_requests_images_rejections_and_loads(make_app):
     app = make_app(MAX_QUEUE_SIZE=0, MAX_BATCH_SIZE=1)
     client = app.test_client()

@@ -62,7 +62,10 @@ def _fields(response: Response, route: str, seconds: float, log_prompts: bool) -
             fields[name] = response.headers[header]
     if log_prompts and request.is_json:
         # Prompts can be personal: they reach the log only when the operator asks for them.
-        body = request.get_json(silent=True)
+        try:  # the body may be the very reason the request failed: too large, or unreadable
+            body = request.get_json(silent=True)
+        except Exception:
+            body = None
         if isinstance(body, dict):
             for key in ("prompt", "negative_prompt"):
                 if isinstance(body.get(key), str):
