@@ -55,6 +55,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 @contextmanager
 def fuzz_server(workdir: Path, models: Path | None = None) -> Iterator[Server]:
     """A healthy server on the demo model of `models` (default: built in `workdir`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     models = models or workdir / "models"
     if not (models / "demo" / "model_index.json").is_file():
         save_demo_model(models / "demo")
