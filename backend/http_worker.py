@@ -176,6 +176,11 @@ class BufferingWorker(ThreadWorker):
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """gthread's, except that a client which stopped reading its response is let go."""
+        if getattr(conn, "read_timeout", None) is not None:
+            # Handed over unread (a 413, a malformed head): the connection closes after this
+            # answer (`_keepalive_after`), so the answer must say so, or a client that reuses
+            # the connection loses its next request.
+            req.must_close = True
         try:
             return super().handle_request(req, conn)
         except BlockingIOError:  # SO_SNDTIMEO passed with no byte sent: the client stopped reading

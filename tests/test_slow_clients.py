@@ -251,6 +251,7 @@ def test_a_declared_body_over_the_limit_is_refused_at_once(server):
     client.send(post_head(10**6) + b'{"prompt": ')
     status, headers, body = client.response(timeout=5)
     assert status == 413 and headers["content-type"] == "application/json", body[:300]
+    assert headers["connection"] == "close"  # the body was not read: no keep-alive after it
     assert client.seconds_until_closed(time.monotonic(), 5) < 5
 
 
