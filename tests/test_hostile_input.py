@@ -193,3 +193,10 @@ def test_every_answer_says_nosniff_and_private_ones_no_store(client):
     document = client.get("/openapi.json")
     assert document.headers["X-Content-Type-Options"] == "nosniff"
     assert "no-store" not in document.headers.get("Cache-Control", "")
+
+
+def test_max_steps_bounds_the_models_default_steps_too(make_app):
+    client = make_app(MAX_STEPS=2).test_client()  # the demo's own default is 4 steps
+    response = client.post("/image/generate", json={"prompt": "a cat", "response_format": "json"})
+    assert response.status_code == 200
+    assert response.get_json()["parameters"]["steps"] == 2

@@ -103,7 +103,8 @@ class GenerationSchema(Schema):
             negative_prompt=negative_prompt or "",
             width=width or defaults.width,
             height=height or defaults.height,
-            steps=steps or defaults.steps,
+            # The operator's MAX_STEPS bounds a model's own default too (sd-1.5's 50, say).
+            steps=steps or min(defaults.steps, self.limits.max_steps),
             guidance_scale=defaults.guidance_scale if guidance_scale is None else guidance_scale,
             seed=None if seed in (None, -1) else seed,
             num_images=num_images or 1,
