@@ -32,6 +32,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json = StrictJSONProvider(app)  # NaN and deep nesting are 400s, not crashes
+    # werkzeug would answer `//health` or `/jobs//image` with an HTML 308 that no error handler
+    # sees; unmerged, they are ordinary JSON 404s.
+    app.url_map.merge_slashes = False
     engine = Engine(settings)
     app.extensions["engine"] = engine
     # Flask runs after_request hooks in reverse order: the request log, registered first,

@@ -200,3 +200,10 @@ def test_max_steps_bounds_the_models_default_steps_too(make_app):
     response = client.post("/image/generate", json={"prompt": "a cat", "response_format": "json"})
     assert response.status_code == 200
     assert response.get_json()["parameters"]["steps"] == 2
+
+
+@pytest.mark.parametrize("path", ["/jobs//image", "//health", "/v1//models", "/sdapi/v1//samplers"])
+def test_doubled_slashes_are_json_404s_not_html_redirects(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
