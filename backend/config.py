@@ -198,6 +198,19 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class ScaleOutSettings:
+    """The Celery mode: API processes and worker processes meeting in Redis."""
+
+    queue_backend: str  # local: one process runs everything | celery: API and workers apart
+    broker_url: str  # the Redis that carries Celery's messages and the job records
+    redis_prefix: str  # of every key and queue name, so several servers can share one Redis
+    results_dir: Path  # images of finished jobs, shared by API processes and workers
+    worker_port: int  # a worker's own /health and /metrics
+    lease_seconds: float  # a running job whose worker stops renewing this long is taken over
+    heartbeat_seconds: float  # how often a worker says it is alive (3 missed: it is gone)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the server, typed and validated."""
 
@@ -224,6 +237,7 @@ class Settings:
     limits: Limits
     serving: ServingSettings
     access: AccessSettings
+    scale_out: ScaleOutSettings
 
 
 def resolve_path(value: str | os.PathLike[str]) -> Path:
@@ -421,6 +435,31 @@ class _SettingsSchema(Schema):
         ),
     )
     log_prompts = fields.Boolean(data_key="LOG_PROMPTS", load_default=False)
+    queue_backend = fields.String(
+        data_key="QUEUE_BACKEND", load_default="local", validate=validate.OneOf(["local", "celery"])
+    )
+    broker_url = fields.String(
+        data_key="BROKER_URL",
+        load_default="redis://localhost:6379/0",
+        validate=validate.Regexp(r"^rediss?://\S+$", error="must be a redis:// or rediss:// URL"),
+    )
+    redis_prefix = fields.String(
+        data_key="REDIS_PREFIX",
+        load_default="t2i",
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9_-]{1,32}$", error="must be 1-32 letters, digits, _ or -"
+        ),
+    )
+    results_dir = fields.String(data_key="RESULTS_DIR", load_default=".results")
+    worker_port = fields.Integer(
+        data_key="WORKER_PORT", load_default=9200, validate=validate.Range(1, 65535)
+    )
+    lease_seconds = fields.Float(
+        data_key="LEASE_SECONDS", load_default=10.0, validate=validate.Range(1, 3600)
+    )
+    heartbeat_seconds = fields.Float(
+        data_key="HEARTBEAT_SECONDS", load_default=2.0, validate=validate.Range(0.1, 600)
+    )
 
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:
@@ -472,6 +511,15 @@ class _SettingsSchema(Schema):
             cors_origins=_split(data.pop("cors_origins")),
             log_prompts=data.pop("log_prompts"),
         )
+        scale_out = ScaleOutSettings(
+            queue_backend=data.pop("queue_backend"),
+            broker_url=data.pop("broker_url"),
+            redis_prefix=data.pop("redis_prefix"),
+            results_dir=resolve_path(data.pop("results_dir")),
+            worker_port=data.pop("worker_port"),
+            lease_seconds=data.pop("lease_seconds"),
+            heartbeat_seconds=data.pop("heartbeat_seconds"),
+        )
         data["log_level"] = data["log_level"].lower()
         devices = data.pop("devices")
         return Settings(
@@ -482,6 +530,7 @@ class _SettingsSchema(Schema):
             speed=speed,
             serving=serving,
             access=access,
+            scale_out=scale_out,
             **data,
         )
 
