@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model bench-model bench bench-speed run dev test lint format loadtest fuzz batch-fidelity clean
+.PHONY: help install install-dev demo-model bench-model bench bench-speed run worker dev test lint format loadtest fuzz batch-fidelity clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ gpu-check:  ## on a GPU host (wheels: ../shared/tools/gpu-wheels): pytest -m gpu
 run: install  ## serve with gunicorn on HOST:PORT (builds the demo model first if it is the default)
 	$(PY) -m backend.model.demo --if-default
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
+
+worker: install  ## QUEUE_BACKEND=celery: one worker process for one device (DEVICE=cuda:1 make worker)
+	$(PY) -m backend.model.demo --if-default
+	exec $(PY) -m backend.distributed.worker
 
 dev: install  ## Flask's development server (single process, for debugging only)
 	$(PY) -m backend.model.demo --if-default
