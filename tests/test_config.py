@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import ROOT, ConfigError, Family, ModelName, load_settings, setting_names
+from backend.config import ROOT, ConfigError, load_settings, setting_names
+from backend.model.catalogue import Family, ModelName
 from backend.model.registry import resolve_model
 
 

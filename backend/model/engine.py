@@ -17,9 +17,10 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from backend.config import ModelSpec, Settings
+from backend.config import Settings
 from backend.metrics import ServerMetrics
 from backend.model import host_memory
+from backend.model.catalogue import ModelSpec
 from backend.model.errors import (
     GenerationFailedError,
     GenerationTimeoutError,

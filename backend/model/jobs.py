@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from backend.config import ModelSpec
+from backend.model.catalogue import ModelSpec
 from backend.model.errors import (
     GenerationTimeoutError,
     JobGoneError,

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from backend.config import Family
+from backend.model.catalogue import Family
 
 if TYPE_CHECKING:  # torch is imported by the worker thread, not when the app is built
     import torch

@@ -12,7 +12,8 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from backend.config import FAMILY_DEFAULTS, ROOT, Family, ModelName, ModelSpec, resolve_path
+from backend.config import ROOT, resolve_path
+from backend.model.catalogue import FAMILY_DEFAULTS, Family, ModelName, ModelSpec
 from backend.model.errors import ModelFolderError, ModelNotFoundError
 
 PIPELINE_FAMILIES: dict[str, Family] = {

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.config import Family
+from backend.model.catalogue import Family
 
 
 @dataclass(frozen=True)

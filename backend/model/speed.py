@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from backend.config import Family, ModelDefaults, SpeedSettings
+from backend.config import SpeedSettings
+from backend.model.catalogue import Family, ModelDefaults
 from backend.model.errors import ModelFolderError
 from backend.model.registry import check_tiny_vae, display_path
 

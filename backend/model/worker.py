@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from backend.config import Family, ModelSpec, Settings
+from backend.config import Settings
 from backend.metrics import ServerMetrics
 from backend.model import schedulers
+from backend.model.catalogue import Family, ModelSpec
 from backend.model.errors import (
     DeviceOutOfMemoryError,
     GenerationFailedError,

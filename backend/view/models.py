@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from backend.config import Family
+from backend.model.catalogue import Family
 from backend.model.engine import ModelInfo
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
 
-from backend.config import Limits, ModelSpec
+from backend.config import Limits
 from backend.model import schedulers
+from backend.model.catalogue import ModelSpec
 from backend.model.registry import ModelCatalog
 from backend.model.types import MAX_SEED, GenerationRequest
 from backend.view.text import clean_body
