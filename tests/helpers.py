@@ -34,7 +34,7 @@ def pixels(data: bytes) -> np.ndarray:
 def assert_nearly_identical(first: bytes, second: bytes) -> None:
     """The same picture up to batched rounding: a level or two on under 1% of the pixels.
 
-    Micro-batched matrix products round differently from a lone request's (see README,
+    Micro-batched matrix products round differently from a lone request's (see docs/serving.md,
     "Micro-batching"); anything more than this is a different image.
     """
     difference = np.abs(pixels(first) - pixels(second))

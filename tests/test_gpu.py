@@ -104,7 +104,7 @@ def test_batched_images_are_invisibly_close_to_solo_ones_on_a_gpu(models_dir):
 
     overrides = {"MODELS_DIR": str(models_dir), "DEVICE": "cuda:0", "LOG_LEVEL": "warning"}
     fidelity = compare(overrides, size=256, steps=4, count=4)
-    print(f"GPU batch fidelity: {fidelity}")  # the figures for the README (pytest -s)
+    print(f"GPU batch fidelity: {fidelity}")  # figures for docs/serving.md (pytest -s)
     assert fidelity.batch_size == 4
     assert fidelity.psnr_db >= 40  # float16 kernels differ by batch size more than CPU ones
     assert compare(overrides, size=256, steps=4, count=1).identical

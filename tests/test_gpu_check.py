@@ -1,6 +1,7 @@
 """bench/gpu-check.sh stops at once, with one clear line, where it cannot run: no CUDA, no wheels.
 
-The script itself is for a GPU host (README.md, Benchmarks); here it must fail fast, not hang.
+The script itself is for a GPU host (docs/performance.md, "On a GPU"); here it must fail fast,
+not hang.
 """
 
 from __future__ import annotations
