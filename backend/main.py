@@ -8,16 +8,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from prometheus_client import CollectorRegistry
 
-from backend.config import load_settings
+from backend.config import Settings, load_settings
 from backend.controller import register_blueprints
 from backend.controller.access import init_access
 from backend.controller.errors import register_error_handlers
+from backend.controller.http_metrics import HttpMetrics
 from backend.controller.json_input import StrictJSONProvider
 from backend.controller.request_id import init_request_ids
 from backend.controller.request_log import init_request_log
 from backend.controller.response_headers import init_response_headers
-from backend.model.engine import Engine
+from backend.model.service import GenerationService
+
+log = logging.getLogger(__name__)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -35,18 +39,52 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # werkzeug would answer `//health` or `/jobs//image` with an HTML 308 that no error handler
     # sees; unmerged, they are ordinary JSON 404s.
     app.url_map.merge_slashes = False
-    engine = Engine(settings)
+    # One registry per app: tests build many apps in one process.
+    registry = CollectorRegistry()
+    engine = _service(settings, registry)
     app.extensions["engine"] = engine
+    app.extensions["metrics_registry"] = registry
     # Flask runs after_request hooks in reverse order: the request log, registered first,
     # sees the final response, with every header the later hooks add.
-    init_request_log(app, engine.metrics, settings.access.log_prompts)
+    init_request_log(app, HttpMetrics(registry), settings.access.log_prompts)
     init_request_ids(app)
     init_response_headers(app)
     init_access(app, settings)  # before the routes' own hooks: they read g.client_id
     register_error_handlers(app)
     register_blueprints(app)
+    _check_threads(settings)
     engine.start()
     return app
+
+
+def _service(settings: Settings, registry: CollectorRegistry) -> GenerationService:
+    """The model layer QUEUE_BACKEND asks for: in this process, or in worker processes."""
+    if settings.scale_out.queue_backend == "celery":
+        from backend.distributed.remote_engine import RemoteEngine  # imports no torch
+
+        return RemoteEngine(settings, registry)
+    from backend.model.engine import Engine
+
+    return Engine(settings, registry)
+
+
+def _check_threads(settings: Settings) -> None:
+    """Warn when waiting generations could take every HTTP thread (local mode)."""
+    if settings.scale_out.queue_backend != "local":
+        return
+    devices = len(settings.devices) if settings.devices and "auto" not in settings.devices else 1
+    serving = settings.serving
+    waiting = devices * (serving.max_queue_size + serving.max_batch_size)
+    if settings.http_threads <= waiting:
+        # Each waiting synchronous request holds an HTTP thread: with none left over, probes
+        # and job polls would queue behind generations.
+        log.warning(
+            "HTTP_THREADS=%d leaves no thread for /health and polls when %d generations wait "
+            "(%d device(s) x (MAX_QUEUE_SIZE + MAX_BATCH_SIZE)); raise HTTP_THREADS",
+            settings.http_threads,
+            waiting,
+            devices,
+        )
 
 
 def _configure_logging(level: str) -> None:

@@ -84,15 +84,17 @@ def _run(overrides: dict[str, Any], requests: list[GenerationRequest]) -> list[t
         if not engine.wait_until_loaded(600) or not engine.status().ready:
             raise SystemExit(f"the model did not load: {engine.status().error}")
         # Submitted together, so the worker finds them all queued (BATCH_WAIT_MS covers the rest).
-        jobs = [engine.submit_job(request) for request in requests]
+        ids = [engine.submit_job(request).id for request in requests]
         deadline = time.monotonic() + 600
+        jobs = [engine.job(job_id) for job_id in ids]
         while any(not job.status.final for job in jobs) and time.monotonic() < deadline:
             time.sleep(0.01)
+            jobs = [engine.job(job_id) for job_id in ids]
         results = []
         for job in jobs:
-            if job.result is None:
-                raise SystemExit(f"job failed: {job.error}")
-            results.append((job.result.images[0].data, job.batch_size))
+            if job.error is not None or not job.status.final:
+                raise SystemExit(f"job failed: {job.error or job.status}")
+            results.append((engine.job_result(job.id).images[0].data, job.batch_size))
         return results
     finally:
         engine.stop(timeout=60)

@@ -42,7 +42,9 @@ def test_a_record_says_succeeded_only_once_its_images_are_on_disk(make_app, tmp_
     def spy(job, record, images):
         seen.append(job.status.value)  # what pollers can see while the final state is written
         original(job, record, images)
-        assert all((folder / image["file"]).is_file() for image in record["images"])
+        written = json.loads((folder / f"{job.id}.json").read_text())
+        assert written["status"] == "succeeded" and written["images"]
+        assert all((folder / image["file"]).is_file() for image in written["images"])
 
     engine.jobs.files.save_final = spy
     api = app.test_client()

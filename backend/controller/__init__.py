@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from backend.model.engine import Engine
+from backend.model.service import GenerationService
 
 # Endpoints that start generations: RATE_LIMIT counts calls to these (polls and listings are free).
 GENERATING_ENDPOINTS = frozenset(
@@ -14,8 +14,8 @@ GENERATING_ENDPOINTS = frozenset(
 PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"})
 
 
-def get_engine() -> Engine:
-    """The model layer of the running app."""
+def get_engine() -> GenerationService:
+    """The model layer of the running app (in-process or remote, per QUEUE_BACKEND)."""
     return current_app.extensions["engine"]
 
 

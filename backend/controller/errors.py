@@ -96,7 +96,18 @@ _STATUS = {
 }
 
 
+# Refusals counted in t2i_rejections_total, by the request log.
+_REJECTIONS = {
+    QueueFullError: "queue_full",
+    ModelNotReadyError: "not_ready",
+    GenerationTimeoutError: "timeout",
+}
+
+
 def _model_error(error: ModelLayerError) -> Response:
+    g.rejection = next(
+        (name for kind, name in _REJECTIONS.items() if isinstance(error, kind)), None
+    )
     if isinstance(error, GenerationFailedError):
         return _unexpected(error)
     if isinstance(error, ModelNotFoundError):

@@ -9,12 +9,12 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from backend.metrics import ServerMetrics
+from backend.controller.http_metrics import HttpMetrics
 
 log = logging.getLogger("backend.access")
 
 PROMPT_LOG_LIMIT = 500  # characters of a prompt kept in the log with LOG_PROMPTS=true
-# Refusals counted by status here; the model layer counts its own (queue full, timeout, ...).
+# Refusals known by their status; the error handler names the model layer's (g.rejection).
 _REJECTIONS = {401: "unauthorized", 429: "rate_limited"}
 # What the generate endpoints say about a result, taken from their response headers.
 _RESULT_HEADERS = {
@@ -25,7 +25,7 @@ _RESULT_HEADERS = {
 }
 
 
-def init_request_log(app: Flask, metrics: ServerMetrics, log_prompts: bool) -> None:
+def init_request_log(app: Flask, metrics: HttpMetrics, log_prompts: bool) -> None:
     """Time every request; log it as one JSON line and count it in the metrics."""
 
     @app.before_request
@@ -40,8 +40,9 @@ def init_request_log(app: Flask, metrics: ServerMetrics, log_prompts: bool) -> N
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.requests.labels(route, request.method, str(response.status_code)).inc()
         metrics.request_seconds.labels(route).observe(seconds)
-        if response.status_code in _REJECTIONS:
-            metrics.rejections.labels(_REJECTIONS[response.status_code]).inc()
+        rejection = _REJECTIONS.get(response.status_code) or g.get("rejection")
+        if rejection is not None:
+            metrics.rejections.labels(rejection).inc()
         log.info(json.dumps(_fields(response, route, seconds, log_prompts)))
         return response
 

@@ -1,7 +1,7 @@
-"""The model layer's entry point: resolve the model, pick a device, run, report readiness.
+"""The in-process engine (QUEUE_BACKEND=local): resolve the model, pick a device, run, report.
 
-Flask-free and process-agnostic on purpose: the controllers call `generate` here, and a later
-scale-out mode can make the same call inside a queue worker.
+It implements `GenerationService` with one `DeviceWorker` per device in this process. A worker
+process of the scale-out mode runs one too, fed by Celery instead of HTTP.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from backend.config import Settings
-from backend.metrics import ServerMetrics
 from backend.model import host_memory
 from backend.model.catalogue import ModelSpec
 from backend.model.errors import (
     GenerationFailedError,
-    GenerationTimeoutError,
     JobNotFinishedError,
     ModelFolderError,
     ModelLayerError,
@@ -32,70 +31,23 @@ from backend.model.errors import (
     QueueFullError,
 )
 from backend.model.images import encode, infotext
+from backend.model.job import Job
 from backend.model.job_files import JobFiles
+from backend.model.job_record import JobRecord, JobStatus
 from backend.model.job_recovery import JobRecovery
-from backend.model.jobs import Job, JobStatus, JobStore
+from backend.model.job_store import JobStore
+from backend.model.metrics import ModelMetrics
 from backend.model.registry import ModelCatalog, display_path, inspect_folder
+from backend.model.service import DeviceStatus, EngineStatus, ModelInfo, WorkerState
 from backend.model.types import (
     MAX_SEED,
     GenerationRequest,
     GenerationResult,
     OutputOptions,
 )
-from backend.model.worker import DeviceWorker, WorkerState
+from backend.model.worker import DeviceWorker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeviceStatus:
-    """One device, for /health."""
-
-    index: int
-    device: str
-    description: str
-    state: WorkerState
-    loaded_models: tuple[str, ...]
-    queue_depth: int  # waiting
-    running: int  # in the batch on the device now
-    served: int
-    memory: dict[str, int] | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    """A snapshot of readiness, for /health."""
-
-    state: WorkerState
-    model: str
-    device: str
-    model_loaded: bool  # the default model is in memory right now, on some device
-    error: str | None  # why the server cannot serve its default model, if it cannot
-    loaded_models: tuple[str, ...]
-    devices: tuple[DeviceStatus, ...]
-
-    @property
-    def ready(self) -> bool:
-        """True when a request for the default model can be served."""
-        return self.state is WorkerState.READY and self.error is None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One entry of the model listing."""
-
-    spec: ModelSpec
-    folder: str
-    exists: bool
-    loaded_on: tuple[str, ...]  # devices holding it in memory now
-    default: bool
-    error: str | None
-
-    @property
-    def loaded(self) -> bool:
-        """In memory on some device."""
-        return bool(self.loaded_on)
 
 
 def _job_files(settings: Settings) -> JobFiles | None:
@@ -127,9 +79,9 @@ def _may_run_on_cpu(settings: Settings) -> bool:
 class Engine:
     """Serves generations on one worker per device; one engine per app, so per process."""
 
-    def __init__(self, settings: Settings, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics or ServerMetrics()
+        self.metrics = ModelMetrics(registry)
         self.catalog = ModelCatalog(settings.default_model, settings.models_dir)
         self.jobs = JobStore(
             settings.serving.job_ttl_seconds, settings.serving.max_stored_jobs, _job_files(settings)
@@ -149,7 +101,7 @@ class Engine:
             if files is None
             else JobRecovery(files, self.jobs, settings.serving.job_max_attempts, self._resubmit)
         )
-        self.metrics.watch(self._state_metrics)
+        self.metrics.watch(self.state_metrics)
 
     def pipeline(self, name: str | None = None, device: int = 0) -> Any:
         """A loaded pipeline or None (a seam for tests; see `DeviceWorker.pipeline`)."""
@@ -184,18 +136,6 @@ class Engine:
         self._started.set()
         if self._recovery is not None:
             self._recovery.start()
-        serving = self.settings.serving
-        waiting = len(workers) * (serving.max_queue_size + serving.max_batch_size)
-        if self.settings.http_threads <= waiting:
-            # Each waiting synchronous request holds an HTTP thread: with none left over,
-            # probes and job polls would queue behind generations.
-            log.warning(
-                "HTTP_THREADS=%d leaves no thread for /health and polls when %d generations "
-                "wait (%d device(s) x (MAX_QUEUE_SIZE + MAX_BATCH_SIZE)); raise HTTP_THREADS",
-                self.settings.http_threads,
-                waiting,
-                len(workers),
-            )
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what was accepted (within `timeout`), release the threads."""
@@ -250,6 +190,7 @@ class Engine:
                 served=worker.served,
                 memory=worker.memory(),
                 error=worker.error or worker.model_errors.get(default),
+                last_step_at=worker.models.last_step_at,
             )
             for worker in workers
         )
@@ -308,31 +249,38 @@ class Engine:
             self._abandon(job)
             job.wait(None)  # whichever end won (deadline, failure or images) is settled now
         if job.error is not None:
-            if isinstance(job.error, GenerationTimeoutError):
-                self.metrics.rejections.labels("timeout").inc()
             raise job.error
         result = self._encode(job)  # here, on the request's thread: the device goes on
         job.succeed(result)
         return result
+
+    def _record(self, job: Job) -> JobRecord:
+        """`job` as plain data, with its place in its device's queue."""
+        position = None
+        if job.status is JobStatus.QUEUED:
+            places = (worker.position(job) for worker in self._workers)
+            # Not in any queue but not begun: taken into the batch that starts next.
+            position = next((place for place in places if place is not None), 0)
+        return job.record(position)
 
     def submit_job(
         self,
         request: GenerationRequest,
         output: OutputOptions | None = None,
         owner: str | None = None,
-    ) -> Job:
+    ) -> JobRecord:
         """Queue a generation to fetch later (`job`), within JOB_TIMEOUT_SECONDS.
 
         With an `owner`, only calls naming the same owner see the job.
         """
         timeout = self.settings.serving.job_timeout_seconds
-        return self._submit(request, output, timeout, keep=True, owner=owner)
+        return self._record(self._submit(request, output, timeout, keep=True, owner=owner))
 
-    def job(self, job_id: str, owner: str | None = None) -> Job:
+    def job(self, job_id: str, owner: str | None = None) -> JobRecord:
         """A job submitted with `submit_job`, while it is kept."""
-        return self.jobs.get(job_id, owner)
+        return self._record(self.jobs.get(job_id, owner))
 
-    def cancel_job(self, job_id: str, owner: str | None = None) -> Job:
+    def cancel_job(self, job_id: str, owner: str | None = None) -> JobRecord:
         """Cancel a queued or running job; a finished one is forgotten with its images."""
         job = self.jobs.get(job_id, owner)
         if job.cancel():
@@ -340,7 +288,7 @@ class Engine:
             log.info("job %s cancelled", job.id)
         else:
             self.jobs.forget(job, "it was deleted")
-        return job
+        return self._record(job)
 
     def job_result(self, job_id: str, owner: str | None = None) -> GenerationResult:
         """The result, with encoded images, of a job that succeeded."""
@@ -365,13 +313,8 @@ class Engine:
         if keep:  # before queueing: the device may finish it before `submit` returns
             job.on_drawn = self._drawn
             self.jobs.track(job)
-        try:
-            with self._dispatch:
-                self._choose(spec).submit(job)
-        except (QueueFullError, ModelNotReadyError) as error:
-            reason = "queue_full" if isinstance(error, QueueFullError) else "not_ready"
-            self.metrics.rejections.labels(reason).inc()
-            raise
+        with self._dispatch:
+            self._choose(spec).submit(job)
         if keep:  # only accepted jobs are kept (and written to disk): refusals stay cheap
             self.jobs.add(job)
         return job
@@ -450,7 +393,8 @@ class Engine:
             queue_seconds=job.queue_seconds(),
         )
 
-    def _state_metrics(self) -> Iterable[GaugeMetricFamily]:
+    def state_metrics(self) -> Iterable[GaugeMetricFamily]:
+        """Queue depths, running generations and kept jobs, read at scrape time."""
         queued = GaugeMetricFamily(
             "t2i_queue_depth", "Generations waiting for each device.", labels=["device"]
         )

@@ -1,6 +1,6 @@
 """Jobs on disk (JOBS_DIR): a finished job's state and images outlive a restart of the server.
 
-One `<id>.json` per job (its `Job.record()`) and one `<id>.<k>.<ext>` per image, each written
+One `<id>.json` per job (its `JobRecord`) and one `<id>.<k>.<ext>` per image, each written
 to a temporary name and renamed, so a reader never sees half a file. The record is written when
 the job is accepted (fsynced: the client is told 202), when a run begins (the attempt count),
 and when it ends: images first, then the record, each fsynced, then the folder, and only then is
@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backend.model.job import Job
 from backend.model.job_owners import JobOwners
-from backend.model.jobs import Job, JobStatus
+from backend.model.job_record import JobRecord, JobStatus
 from backend.model.types import EncodedImage
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,13 @@ class JobFiles:
             if job.final_saved:
                 return
             try:
-                self._write_record(job.id, job.record(), durable)
+                self._write_record(job.id, job.record().to_dict(), durable)
             except OSError as error:  # a full disk must not fail the job itself
                 log.warning("could not save job %s to %s: %s", job.id, self.folder, error)
 
-    def save_final(self, job: Job, record: dict[str, Any], images: list[EncodedImage]) -> None:
+    def save_final(self, job: Job, final: JobRecord, images: list[EncodedImage]) -> None:
         """Make a final state durable: the images, then the record, then the folder entry."""
+        record = final.to_dict()
         with self._lock:
             try:
                 record["images"] = [
@@ -94,7 +96,7 @@ class JobFiles:
                 )
                 for image in record.get("images", [])
             ]
-            return Job.restore(record, images)
+            return Job.restore(JobRecord.from_dict(record), images)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as error:

@@ -12,8 +12,10 @@ import threading
 from collections.abc import Callable
 
 from backend.model.errors import GenerationFailedError
+from backend.model.job import Job
 from backend.model.job_files import JobFiles
-from backend.model.jobs import Job, JobStore
+from backend.model.job_record import JobRecord
+from backend.model.job_store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class JobRecovery:
         for record in records:
             if self.stopped.is_set():
                 return len(records)  # the rest stay owned by the dead process: the next start
-            self._recover(Job.restore(record, []))
+            self._recover(Job.restore(JobRecord.from_dict(record), []))
         for token in dead:
             self.files.owners.forget(token)
         return len(records)

@@ -19,8 +19,8 @@ from marshmallow import (
 )
 
 from backend.model import schedulers
-from backend.model.engine import ModelInfo
 from backend.model.images import infotext
+from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64

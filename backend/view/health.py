@@ -6,8 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from backend.model.engine import EngineStatus
-from backend.model.worker import WorkerState
+from backend.model.service import EngineStatus, WorkerState
 
 _STATUS_WORDS = {
     WorkerState.READY: "healthy",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from backend.model.jobs import Job, JobStatus
+from backend.model.job_record import JobRecord, JobStatus
 from backend.view.generate import ParametersSchema
 
 
@@ -66,7 +65,7 @@ class JobSchema(Schema):
     )
 
 
-def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
+def dump_job(job: JobRecord, ttl_seconds: float) -> dict[str, Any]:
     """The JSON body describing `job`."""
     status = job.status
     total = max(job.total_steps, 1)
@@ -80,7 +79,7 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
         {
             "id": job.id,
             "status": status.value,
-            "queue_position": job.queue_position(),
+            "queue_position": job.queue_position,
             "progress": {
                 "step": job.step,
                 "total": job.total_steps,
@@ -88,11 +87,11 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
             },
             "model": job.request.model,
             "seeds": job.request.seeds(),
-            "parameters": _parameters(job),
+            "parameters": job.parameters(),
             "created_at": _iso(job.created_at),
-            "queue_seconds": round(job.queue_seconds(), 3),
-            "generation_seconds": round(job.run_seconds(), 3),
-            "batch_size": job.batch_size if job.started is not None else None,
+            "queue_seconds": round(job.queue_seconds, 3),
+            "generation_seconds": round(job.run_seconds, 3),
+            "batch_size": job.batch_size if job.ran else None,
             "attempt": job.attempt,
             "expires_at": expires,
             "error": str(job.error) if job.error is not None else None,
@@ -103,12 +102,3 @@ def dump_job(job: Job, ttl_seconds: float) -> dict[str, Any]:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-def _parameters(job: Job) -> dict[str, Any]:
-    if job.result is not None:  # with the scheduler that ran, even when the model's own
-        return job.result.parameters()
-    parameters = asdict(job.request)
-    if parameters["scheduler"] is None:  # the model's own: named once it ran
-        del parameters["scheduler"]
-    return parameters

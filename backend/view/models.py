@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from backend.model.catalogue import Family
-from backend.model.engine import ModelInfo
+from backend.model.service import ModelInfo
 
 
 class DefaultsSchema(Schema):

@@ -18,7 +18,7 @@ from marshmallow import (
 )
 
 from backend.model import schedulers
-from backend.model.engine import ModelInfo
+from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64

@@ -1,7 +1,8 @@
-"""Prometheus metrics of one server process (prometheus_client), served at `GET /metrics`.
+"""Prometheus metrics of the model layer: generations, batches, loads, the prompt cache.
 
-Each app gets its own registry: tests build many apps in one process, and a process-global
-registry would refuse the second set of metric names.
+Each engine registers into the registry it is given (the app's, or a worker process's own):
+tests build many apps in one process, and a process-global registry would refuse the second
+set of metric names.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from prometheus_client.registry import Collector
 
 # From a turbo model's one step on a GPU to a 50-step SDXL image on a CPU.
 SECONDS_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
-REQUEST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-
-# Why a request was refused before it ran (the `reason` label of t2i_rejections_total).
-REJECTION_REASONS = ("queue_full", "timeout", "unauthorized", "rate_limited", "not_ready")
 
 
 class _StateCollector(Collector):
@@ -30,25 +27,12 @@ class _StateCollector(Collector):
         return self._read()
 
 
-class ServerMetrics:
-    """Every metric the server exports; the model layer and the controllers update them."""
+class ModelMetrics:
+    """The metrics the device workers and the engine update."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
         registry = self.registry
-        self.requests = Counter(
-            "t2i_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            registry=registry,
-        )
-        self.request_seconds = Histogram(
-            "t2i_http_request_duration_seconds",
-            "Time from receiving a request to returning its response, by route template.",
-            ["route"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
         self.generation_seconds = Histogram(
             "t2i_generation_seconds",
             "Time on the device per pipeline call (one call may serve a micro-batch).",
@@ -97,15 +81,6 @@ class ServerMetrics:
         )
         for result in ("hit", "miss"):
             self.prompt_cache.labels(result)
-        self.rejections = Counter(
-            "t2i_rejections",
-            "Requests refused without running: queue_full, timeout, unauthorized, "
-            "rate_limited, not_ready.",
-            ["reason"],
-            registry=registry,
-        )
-        for reason in REJECTION_REASONS:  # present (at 0) from the first scrape
-            self.rejections.labels(reason)
 
     def watch(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
         """Export gauges computed by `read` at every scrape."""

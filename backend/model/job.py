@@ -1,4 +1,4 @@
-"""Accepted generations: their life from the queue to a result, and the store of async jobs.
+"""One accepted generation in this process: its life from the queue to a result.
 
 A `Job` is shared by three threads: the caller that submitted it (waiting, polling or
 cancelling), the device worker that runs it, and the encoder that turns its images into files.
@@ -12,47 +12,16 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from backend.model.catalogue import ModelSpec
-from backend.model.errors import (
-    GenerationTimeoutError,
-    JobGoneError,
-    JobNotFoundError,
-    ModelLayerError,
-)
+from backend.model.errors import GenerationTimeoutError, ModelLayerError
+from backend.model.job_record import JobRecord, JobStatus
 from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
 if TYPE_CHECKING:
-    from backend.model.job_files import JobFiles
-    from backend.model.schedulers import SchedulerChoice
-
-
-class JobStatus(StrEnum):
-    """Where a job is in its life; the last three are final."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        """The job will not change any more."""
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-@dataclass(frozen=True)
-class RawOutput:
-    """What the pipeline drew for one job: PIL images, and the scheduler that drew them."""
-
-    images: list[Any]
-    scheduler: SchedulerChoice
+    from backend.model.residency import RawOutput
 
 
 class Job:
@@ -88,67 +57,65 @@ class Job:
         self.attempt = 0  # runs begun, across restarts (JOB_MAX_ATTEMPTS bounds it)
         self.on_drawn: Callable[[Job], None] | None = None  # called once the images exist
         self.on_begin: Callable[[Job], None] | None = None  # called once it starts a run
+        self.on_progress: Callable[[Job], None] | None = None  # called after each step
         # Makes the final record (and images) durable; called before the final state is shown.
-        self.persist: Callable[[Job, dict[str, Any], list[EncodedImage]], None] | None = None
+        self.persist: Callable[[Job, JobRecord, list[EncodedImage]], None] | None = None
         self.final_saved = False  # its final record is on disk: earlier states must not replace it
-        self.position: Callable[[Job], int | None] = lambda _job: None  # set by the queue
         self._lock = threading.Lock()
         self._ending = False  # a final state has been claimed and is being made durable
         self._drawn = threading.Event()  # the worker is done with it, one way or another
 
-    def record(self) -> dict[str, Any]:
-        """Everything needed to show this job again later, as plain JSON-able values."""
+    def record(self, queue_position: int | None = None) -> JobRecord:
+        """The job as plain data; `queue_position` as the queue holding it counts it."""
         result = self.result
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "status": self.status.value,
-            "error": str(self.error) if self.error is not None else None,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "queue_seconds": self.queue_seconds(),
-            "run_seconds": self.run_seconds(),
-            "ran": self.started is not None,
-            "attempt": self.attempt,
-            "batch_size": self.batch_size,
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "timeout": self.timeout,
-            "request": asdict(self.request),
-            "output": asdict(self.output),
-            "scheduler": result.scheduler if result else None,
-            "sampler": result.sampler if result else None,
-        }
+        return JobRecord(
+            id=self.id,
+            owner=self.owner,
+            status=self.status,
+            request=self.request,
+            output=self.output,
+            created_at=self.created_at,
+            timeout=self.timeout,
+            attempt=self.attempt,
+            step=self.step,
+            total_steps=self.total_steps,
+            queue_position=queue_position if self.status is JobStatus.QUEUED else None,
+            queue_seconds=self.queue_seconds(),
+            run_seconds=self.run_seconds(),
+            ran=self.started is not None,
+            batch_size=self.batch_size,
+            finished_at=self.finished_at,
+            error=self.error,
+            scheduler=result.scheduler if result else None,
+            sampler=result.sampler if result else None,
+        )
 
     @classmethod
-    def restore(cls, record: dict[str, Any], images: list[EncodedImage]) -> Job:
+    def restore(cls, record: JobRecord, images: list[EncodedImage]) -> Job:
         """A job read back from its `record` (and its images), e.g. after a restart."""
-        request = GenerationRequest(**record["request"])
-        job = cls(None, request, OutputOptions(**record["output"]), record["timeout"])
-        job.id, job.owner = record["id"], record["owner"]
-        job.created_at, job.finished_at = record["created_at"], record["finished_at"]
-        job.step, job.total_steps = record["step"], record["total_steps"]
-        job.batch_size, job.attempt = record["batch_size"], record.get("attempt", 0)
+        job = cls(None, record.request, record.output, record.timeout, record.owner)
+        job.id, job.created_at, job.finished_at = record.id, record.created_at, record.finished_at
+        job.step, job.total_steps = record.step, record.total_steps
+        job.batch_size, job.attempt = record.batch_size, record.attempt
         # Durations, re-expressed on a clock that starts at 1 (0 would read as "not yet").
         job.submitted = 1.0
-        job.started = 1.0 + record["queue_seconds"] if record["ran"] else None
-        job.finished = 1.0 + record["queue_seconds"] + record["run_seconds"]
+        job.started = 1.0 + record.queue_seconds if record.ran else None
+        job.finished = 1.0 + record.queue_seconds + record.run_seconds
         job.deadline = None
-        status = JobStatus(record["status"])  # unfinished: as its owner (or a dead one) left it
-        job.status = status
-        job.final_saved = status.final
-        job.error = ModelLayerError(record["error"]) if record["error"] else None
-        if status is JobStatus.SUCCEEDED:
+        job.status = record.status  # unfinished: as its owner (or a dead one) left it
+        job.final_saved = record.status.final
+        job.error = record.error
+        if record.status is JobStatus.SUCCEEDED:
             job.result = GenerationResult(
                 images=images,
-                model=request.model or "",
-                request=request,
-                scheduler=record["scheduler"],
-                sampler=record["sampler"],
-                generation_seconds=record["run_seconds"],
-                queue_seconds=record["queue_seconds"],
+                model=record.request.model or "",
+                request=record.request,
+                scheduler=record.scheduler or "",
+                sampler=record.sampler or "",
+                generation_seconds=record.run_seconds,
+                queue_seconds=record.queue_seconds,
             )
-        if status.final:
+        if record.status.final:
             job._drawn.set()
         return job
 
@@ -180,8 +147,17 @@ class Job:
         return True
 
     def progress(self, step: int, total: int) -> None:
-        """Record a finished denoising step."""
+        """Record a finished denoising step (the run-control interface, with `should_stop`)."""
         self.step, self.total_steps = step, total
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    def should_stop(self) -> bool:
+        """Whether nobody wants this run's images any more: cancelled, failed, or past its
+        deadline (which ends it here)."""
+        if self.expired():
+            self.expire()
+        return not self.alive
 
     def drawn(self, raw: RawOutput) -> None:
         """The images exist; they are kept only if nobody cancelled the job meanwhile."""
@@ -227,11 +203,11 @@ class Job:
         """Make the final state durable first, then show it: never "succeeded" before that."""
         finished_at = time.time()
         if self.persist is not None:
-            record = self.record()
-            record.update(status=status.value, finished_at=finished_at)
-            record.update(error=str(error) if error is not None else None)
+            record = self.record().with_changes(
+                status=status, finished_at=finished_at, error=error, queue_position=None
+            )
             if result is not None:
-                record.update(scheduler=result.scheduler, sampler=result.sampler)
+                record = record.with_changes(scheduler=result.scheduler, sampler=result.sampler)
             self.persist(self, record, result.images if result is not None else [])
         with self._lock:
             self.raw, self.result, self.error = None, result, error
@@ -263,10 +239,6 @@ class Job:
         """Its deadline has passed."""
         return self.deadline is not None and (now or time.monotonic()) >= self.deadline
 
-    def queue_position(self) -> int | None:
-        """Jobs waiting ahead of this one (0: it runs next); None once it left the queue."""
-        return self.position(self) if self.status is JobStatus.QUEUED else None
-
     def remaining(self) -> float | None:
         """Seconds left before the deadline; None without one."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
@@ -285,95 +257,3 @@ class Job:
         if self.started is None:
             return 0.0
         return (self.finished or time.monotonic()) - self.started
-
-
-class JobStore:
-    """The async jobs of this process, by id; finished ones are kept for a while, then forgotten.
-
-    Live jobs are never evicted (the queue bounds them); finished ones go after `ttl` seconds or
-    when more than `max_finished` are kept, oldest first. Ids of forgotten jobs are remembered
-    (a bounded number) so a late poll hears "gone" rather than "never existed".
-    """
-
-    def __init__(self, ttl: float, max_finished: int, files: JobFiles | None = None) -> None:
-        self.ttl = ttl
-        self.max_finished = max_finished
-        self.files = files  # None: jobs live in memory only
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._gone: OrderedDict[str, str] = OrderedDict()  # id -> why it was forgotten
-        self._lock = threading.Lock()
-        if files is not None:
-            files.sweep(ttl, max_finished)
-
-    def add(self, job: Job) -> None:
-        """Keep `job` until it has been finished for `ttl` seconds."""
-        with self._lock:
-            self._sweep()
-            self._jobs[job.id] = job
-        # Durable now, since the client is about to hear 202: after a crash it runs again.
-        if self.files is not None:
-            self.files.save(job, durable=True)
-
-    def track(self, job: Job) -> None:
-        """Wire a kept job to this store: its runs and its final state are written to disk."""
-        if self.files is not None:
-            job.on_begin = self.files.save  # not fsynced: only a lost attempt count is at stake
-            job.persist = self.files.save_final
-
-    def get(self, job_id: str, owner: str | None = None) -> Job:
-        """The job with this id, if `owner` may see it; JobNotFoundError or JobGoneError."""
-        with self._lock:
-            self._sweep()
-            job = self._jobs.get(job_id)
-            reason = self._gone.get(job_id) if job is None else None
-        if job is None and reason is None and self.files is not None:
-            job = self._from_disk(job_id)  # e.g. submitted before a restart
-        if job is not None and job.owner in (None, owner):
-            return job
-        if reason is not None and job is None:
-            raise JobGoneError(f"Job {job_id} is gone: {reason}.")
-        # Another key's job reads exactly like one that never existed.
-        raise JobNotFoundError(f"No job with id {job_id[:64]!r}.")
-
-    def _from_disk(self, job_id: str) -> Job | None:
-        if self.files is None:
-            return None
-        job = self.files.load(job_id)
-        if job is not None and job.finished_at and time.time() - job.finished_at >= self.ttl:
-            self.files.delete(job_id)
-            return None
-        return job
-
-    def forget(self, job: Job, reason: str) -> None:
-        """Drop a job and its images now."""
-        with self._lock:
-            self._jobs.pop(job.id, None)
-            self._remember(job.id, reason)  # deletes its files too
-
-    def counts(self) -> dict[str, int]:
-        """How many kept jobs are in each status."""
-        with self._lock:
-            counts = dict.fromkeys(JobStatus, 0)
-            for job in self._jobs.values():
-                counts[job.status] += 1
-        return {str(status): count for status, count in counts.items()}
-
-    def _sweep(self) -> None:
-        now = time.time()
-        finished = [job for job in self._jobs.values() if job.status.final]
-        excess = len(finished) - self.max_finished
-        for job in finished:
-            if job.finished_at is not None and now - job.finished_at >= self.ttl:
-                self._jobs.pop(job.id)
-                self._remember(job.id, f"results are kept for {self.ttl:g} s (JOB_TTL_SECONDS)")
-            elif excess > 0:
-                excess -= 1
-                self._jobs.pop(job.id)
-                self._remember(job.id, f"only the last {self.max_finished} finished jobs are kept")
-
-    def _remember(self, job_id: str, reason: str) -> None:
-        if self.files is not None:
-            self.files.delete(job_id)
-        self._gone[job_id] = reason
-        while len(self._gone) > 10 * self.max_finished:
-            self._gone.popitem(last=False)
