@@ -7,8 +7,8 @@ from flask import Blueprint, Response, jsonify
 from backend.controller import get_engine
 from backend.controller.negotiation import wants_json
 from backend.controller.request_body import load_generation
-from backend.model.images import zip_images
 from backend.model.types import EncodedImage, GenerationResult
+from backend.view.archive import zip_images
 from backend.view.generate import GenerateRequestSchema, dump_result
 
 blueprint = Blueprint("image", __name__)

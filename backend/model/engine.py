@@ -30,7 +30,7 @@ from backend.model.errors import (
     ModelUnavailableError,
     QueueFullError,
 )
-from backend.model.images import encode, infotext
+from backend.model.images import encode_job
 from backend.model.job import Job
 from backend.model.job_files import JobFiles
 from backend.model.job_record import JobRecord, JobStatus
@@ -371,27 +371,7 @@ class Engine:
             job.fail_encoding(GenerationFailedError("Encoding the images failed."))
 
     def _encode(self, job: Job) -> GenerationResult:
-        raw, request, output = job.raw, job.request, job.output
-        assert raw is not None  # only called once the images are drawn
-        embed = self.settings.embed_metadata and output.format == "png"
-        images = [
-            encode(
-                image,
-                seed,
-                output,
-                infotext(request, seed, raw.scheduler.label, job.spec.name) if embed else None,
-            )
-            for image, seed in zip(raw.images, request.seeds(), strict=True)
-        ]
-        return GenerationResult(
-            images=images,
-            model=job.spec.name,
-            request=request,
-            scheduler=raw.scheduler.name,
-            sampler=raw.scheduler.label,
-            generation_seconds=job.run_seconds(),
-            queue_seconds=job.queue_seconds(),
-        )
+        return encode_job(job, self.settings.embed_metadata)
 
     def state_metrics(self) -> Iterable[GaugeMetricFamily]:
         """Queue depths, running generations and kept jobs, read at scrape time."""

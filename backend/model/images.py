@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import io
-import zipfile
-from collections.abc import Iterable
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from backend.model.types import EncodedImage, GenerationRequest, OutputOptions
+from backend.model.job import Job
+from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 DEFAULT_QUALITY = 90  # jpeg/webp: visually lossless for generated images at a fraction of PNG
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp keeps archives byte-reproducible
 
 
 def encode(
@@ -45,11 +43,26 @@ def infotext(request: GenerationRequest, seed: int, sampler: str, model: str) ->
     return "\n".join(lines)
 
 
-def zip_images(images: Iterable[EncodedImage]) -> bytes:
-    """A ZIP of `images` (stored, not recompressed), named `<index>-<seed>.<ext>` in order."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for index, image in enumerate(images, start=1):
-            entry = zipfile.ZipInfo(f"{index:02d}-{image.seed}.{image.extension}", _ZIP_EPOCH)
-            archive.writestr(entry, image.data)
-    return buffer.getvalue()
+def encode_job(job: Job, embed_metadata: bool) -> GenerationResult:
+    """The result of a job whose images are drawn: each encoded, parameters embedded in PNGs."""
+    raw, request, output, spec = job.raw, job.request, job.output, job.spec
+    assert raw is not None and spec is not None  # only called once the images are drawn
+    embed = embed_metadata and output.format == "png"
+    images = [
+        encode(
+            image,
+            seed,
+            output,
+            infotext(request, seed, raw.scheduler.label, spec.name) if embed else None,
+        )
+        for image, seed in zip(raw.images, request.seeds(), strict=True)
+    ]
+    return GenerationResult(
+        images=images,
+        model=spec.name,
+        request=request,
+        scheduler=raw.scheduler.name,
+        sampler=raw.scheduler.label,
+        generation_seconds=job.run_seconds(),
+        queue_seconds=job.queue_seconds(),
+    )

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 SECONDS_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
 
-class _StateCollector(Collector):
+class StateCollector(Collector):
     """Gauges read at scrape time (queue depths, job counts), so they can never drift."""
 
     def __init__(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
@@ -84,4 +84,4 @@ class ModelMetrics:
 
     def watch(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
         """Export gauges computed by `read` at every scrape."""
-        self.registry.register(_StateCollector(read))
+        self.registry.register(StateCollector(read))

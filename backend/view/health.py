@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -43,6 +44,16 @@ class DeviceSchema(Schema):
     served = fields.Integer(required=True, metadata={"description": "Jobs finished so far."})
     memory = fields.Nested(MemorySchema, required=True, allow_none=True)
     error = fields.String(required=True, allow_none=True)
+    last_step_at = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "When its latest denoising step ended (ISO 8601, UTC)."},
+    )
+    worker = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The worker process serving it (QUEUE_BACKEND=celery)."},
+    )
 
 
 class HealthSchema(Schema):
@@ -83,6 +94,8 @@ def dump_health(status: EngineStatus) -> dict[str, Any]:
                 "served": device.served,
                 "memory": device.memory,
                 "error": device.error,
+                "last_step_at": _iso(device.last_step_at),
+                "worker": device.worker,
             }
             for device in status.devices
         ],
@@ -90,3 +103,9 @@ def dump_health(status: EngineStatus) -> dict[str, Any]:
     if status.error:
         body["error"] = status.error
     return HealthSchema().dump(body)
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
