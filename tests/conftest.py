@@ -40,6 +40,7 @@ SERVING = {
     "RATE_LIMIT": "",
     "CORS_ORIGINS": "",
     "LOG_PROMPTS": "false",
+    "QUEUE_BACKEND": "local",  # the scale-out tests start their own cluster
 }
 # Speed settings at their defaults: on the CPU, the VAE channels_last and the prompt cache.
 SPEED = {
