@@ -16,10 +16,13 @@ COPY gunicorn.conf.py .env ./
 COPY models/README.md models/
 
 # The server needs no privileges; models/ is mounted from the host (see docker-compose.yml).
-# .jobs exists in the image so the compose volume mounted there inherits the app user's ownership.
-RUN useradd --create-home --uid 1000 app && mkdir -p /app/.jobs && chown -R app /app
-USER app
+# .jobs (JOBS_DIR) and .results (RESULTS_DIR, shared by API and workers in the scale-out mode)
+# exist in the image so the volumes mounted there inherit the app user's ownership.
+RUN useradd --create-home --uid 1000 app && mkdir -p /app/.jobs /app/.results && chown -R app /app
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 1000
 
-EXPOSE 5000
+# 5000: the API (PORT); 9200: a scale-out worker's own /health and /metrics (WORKER_PORT).
+EXPOSE 5000 9200
 # Build the demo model first when it is the configured default and missing, then serve.
 CMD ["sh", "-c", "python -m backend.model.demo --if-default && exec gunicorn -c gunicorn.conf.py"]
