@@ -1,0 +1,1 @@
+"""Scale-out mode: job state shared by API and worker processes through Redis."""
