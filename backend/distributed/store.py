@@ -25,27 +25,27 @@ socket_timeout, if any, must exceed the timeouts given to wait().
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from backend.distributed.store_pubsub import listen
 from backend.distributed.store_scripts import (
+    DONE_SECONDS,
     FINAL,
     StoreSettings,
     decode_state,
     dumps,
     load_scripts,
+    ms,
     settings_args,
     text,
 )
 
 __all__ = ["Admission", "Claim", "JobStore", "StoreSettings"]
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,10 @@ class JobStore:
             return True  # ended before this call: its push may be gone already
         done = self._key("done", job_id)
         if timeout > 0 and self.client.blpop([done], timeout=timeout) is not None:
-            self.client.rpush(done, "woken")  # for any other waiter on the same job
+            # Put it back for any other waiter on the same job (BLPOP deleted the emptied list,
+            # so its expiry is set again).
+            pipe = self.client.pipeline(transaction=True)
+            pipe.rpush(done, "woken").pexpire(done, ms(DONE_SECONDS)).execute()
             return True
         return text(self.client.hget(key, "status")) in FINAL | {None}
 
@@ -237,7 +240,7 @@ class JobStore:
 
     def reap_lock(self, worker_id: str, seconds: float) -> bool:
         """Whether this worker may run due() now; it keeps the lock while it renews it."""
-        return bool(self._run("reap_lock", worker_id, max(1, round(seconds * 1000))))
+        return bool(self._run("reap_lock", worker_id, ms(seconds)))
 
     def due(self, limit: int = 100) -> list[dict]:
         """Requeue jobs whose lease ran out; their states, for re-sending to their model's queue."""
@@ -245,29 +248,5 @@ class JobStore:
 
     def subscribe_cancels(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call `callback(job_id)` for each cancel published, from a thread; returns stop()."""
-
-        def on_message(message: dict) -> None:
-            try:
-                callback(message["data"].decode())
-            except Exception:  # one bad callback must not end the listener
-                log.exception("cancel callback failed")
-
-        def on_error(error: BaseException, pubsub: Any, thread: Any) -> None:
-            log.warning("cancel listener: %s; reconnecting", error)  # it resubscribes itself
-            time.sleep(0.5)
-
-        pubsub = self.client.pubsub()
-        pubsub.subscribe(**{self._key("cancel"): on_message})
-        # Only listen once Redis confirms: a cancel published after this returns is heard.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.1)
-            if message and message["type"] == "subscribe":
-                break
-        thread = pubsub.run_in_thread(sleep_time=0.2, daemon=True, exception_handler=on_error)
-
-        def stop() -> None:
-            thread.stop()
-            thread.join(timeout=2)
-
-        return stop
+        # Pub/sub can drop messages: workers also learn from renew() and progress().
+        return listen(self.client, self._key("cancel"), callback)

@@ -28,6 +28,10 @@ SCRIPTS = (
     "reap_lock",
 )
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+# Short-lived keys: each only has to outlive the request that reads it.
+DONE_SECONDS = 60.0  # a job's "done" list (wait's BLPOP)
+SYNC_KEEP_SECONDS = 60.0  # a finished sync job's record (its request reads it, then deletes it)
+INLINE_SECONDS = 60.0  # a sync job's inline images
 
 
 @dataclass(frozen=True)
@@ -52,22 +56,26 @@ def load_scripts(client: redis.Redis) -> dict[str, Script]:
 
 
 def settings_args(settings: StoreSettings) -> list[str | int]:
-    """ARGV[1..9] of every script, in the order lua/common.lua reads them."""
-    ttl_ms = _ms(settings.ttl_seconds)
+    """ARGV[1..12] of every script, in the order lua/common.lua reads them."""
+    ttl_ms = ms(settings.ttl_seconds)
     return [
         settings.prefix,
         ttl_ms,
         settings.max_finished,
-        _ms(settings.lease_seconds),
-        _ms(3 * settings.heartbeat_seconds),
+        ms(settings.lease_seconds),
+        ms(3 * settings.heartbeat_seconds),
         settings.max_attempts,
-        _ms(settings.delivery_seconds),
+        ms(settings.delivery_seconds),
         f"results are kept for {settings.ttl_seconds:g} s (JOB_TTL_SECONDS)",
         f"only the last {settings.max_finished} finished jobs are kept (MAX_STORED_JOBS)",
+        ms(DONE_SECONDS),
+        ms(SYNC_KEEP_SECONDS),
+        ms(INLINE_SECONDS),
     ]
 
 
-def _ms(seconds: float) -> int:
+def ms(seconds: float) -> int:
+    """Milliseconds, at least 1."""
     return max(1, round(seconds * 1000))  # 0 ms would make PX/PEXPIRE fail
 
 

@@ -1,4 +1,4 @@
--- Prepended to every script. ARGV[1..9] are the store's settings (store_scripts.settings_args);
+-- Prepended to every script. ARGV[1..12] are the store's settings (store_scripts.settings_args);
 -- a script's own arguments follow, as the table A. Key names are built here from the prefix,
 -- so all keys must live on one Redis (no cluster slots).
 local P = ARGV[1]
@@ -9,12 +9,11 @@ local LIVE = tonumber(ARGV[5])         -- ms a heartbeat keeps a worker live (3 
 local MAXATT = tonumber(ARGV[6])       -- JOB_MAX_ATTEMPTS
 local DELIVERY = tonumber(ARGV[7])     -- ms an admitted job may wait for its first claim
 local TTL_REASON, TRIM_REASON = ARGV[8], ARGV[9]
+local DONE_MS = tonumber(ARGV[10])    -- ms the "done" list of a job lives (wait's BLPOP)
+local SYNC_KEEP = tonumber(ARGV[11])  -- ms a finished sync job's record is kept
+local INLINE_MS = tonumber(ARGV[12])  -- ms a sync job's images are kept
 local A = {}
-for i = 10, #ARGV do A[#A + 1] = ARGV[i] end
-
-local DONE_MS = 60000    -- the "done" list only has to outlive a waiter's BLPOP call
-local SYNC_KEEP = 60000  -- a sync job's record: long enough for its request to read it
-local INLINE_MS = 60000  -- a sync job's images: likewise
+for i = 13, #ARGV do A[#A + 1] = ARGV[i] end
 
 -- Redis' own clock: the machines' clocks differ, this one is shared.
 local t = redis.call('TIME')
