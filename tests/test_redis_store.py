@@ -27,7 +27,7 @@ def settings(**changes: object) -> StoreSettings:
         lease_seconds=LEASE,
         heartbeat_seconds=BEAT,
         max_attempts=3,
-        delivery_seconds=LEASE,
+        delivery_seconds=30.0,  # apart from LEASE: a claim's own lease is what expires
     )
     return replace(base, **changes)
 
@@ -201,6 +201,30 @@ def test_an_expired_lease_makes_the_job_due_and_a_new_claim_gets_attempt_2(store
     assert store.get(job["id"])["attempt"] == 2
 
 
+def test_a_result_after_the_lease_ran_out_still_counts_until_a_new_claim(store):
+    store.heartbeat("w1", WORKER)
+    job = admitted(store)
+    claim = store.claim(job["id"], "w1")
+    time.sleep(LEASE + 0.1)  # w1 was slow to renew; the reaper re-sent the job
+    assert [s["id"] for s in store.due()] == [job["id"]]
+    assert store.finish(job["id"], "w1", claim.attempt, "succeeded", {"files": ["a"]}, None)
+    assert store.claim(job["id"], "w2") is None  # the re-sent message is dropped
+
+
+def test_a_finished_job_leaves_no_lease_waiting_place_or_count_behind(store):
+    store.heartbeat("w1", WORKER)
+    job = admitted(store)
+    key = f"{store.settings.prefix}:"
+    claim = store.claim(job["id"], "w1")
+    assert store.client.zscore(key + "leases", job["id"]) is not None
+    assert store.finish(job["id"], "w1", claim.attempt, "failed", None, {"code": "x"})
+    assert store.client.zscore(key + "leases", job["id"]) is None
+    assert store.client.zscore(key + "waiting", job["id"]) is None
+    assert store.client.scard(key + "active") == 0
+    assert store.outstanding_by_model() == {}
+    assert store.get(job["id"])["error"] == {"code": "x"}
+
+
 def test_a_stale_attempt_cannot_write_after_a_re_claim(store):
     store.heartbeat("w1", WORKER)
     job = admitted(store)
@@ -215,6 +239,7 @@ def test_a_stale_attempt_cannot_write_after_a_re_claim(store):
     assert not store.finish(job["id"], "w2", old.attempt, "succeeded", {"files": ["old"]}, None)
     assert store.begin(job["id"], "w2", new.attempt, 1)
     assert store.renew("w2", {job["id"]: new.attempt}) == []
+    assert not store.finish(job["id"], "w1", new.attempt, "succeeded", {"files": ["w1"]}, None)
     assert store.finish(job["id"], "w2", new.attempt, "succeeded", {"files": ["new"]}, None)
     assert not store.finish(job["id"], "w2", new.attempt, "failed", None, {"code": "x"})
     state = store.get(job["id"])
@@ -316,8 +341,27 @@ def test_wait_wakes_on_finish_and_sees_a_finish_before_the_call(store):
     assert store.wait(job["id"], 5)
     assert time.monotonic() - started < 2
     thread.join()
+    assert store.client.pttl(f"{store.settings.prefix}:done:{job['id']}") > 0  # no leak
     assert store.wait(job["id"], 5)  # finished before this call
+    store.client.delete(f"{store.settings.prefix}:done:{job['id']}")  # as if it expired
+    started = time.monotonic()
+    assert store.wait(job["id"], 5)
+    assert time.monotonic() - started < 1
     assert store.get(job["id"])["result"] == {"files": []}
+
+
+def test_wait_wakes_when_the_job_is_deleted(store):
+    store.heartbeat("w1", WORKER)
+    job = admitted(store)
+    woke: list[float] = []
+    thread = threading.Thread(target=lambda: woke.append(store.wait(job["id"], 5)))
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.2)
+    store.delete(job["id"], "it was deleted")
+    thread.join()
+    assert woke == [True]
+    assert time.monotonic() - started < 2
 
 
 def test_a_finished_job_expires_after_the_ttl_and_its_reason_is_kept(redis_client):  # noqa: F811
@@ -332,6 +376,8 @@ def test_a_finished_job_expires_after_the_ttl_and_its_reason_is_kept(redis_clien
     assert store.get(job["id"]) is None
     assert "JOB_TTL_SECONDS" in store.gone_reason(job["id"])
     assert "0.3 s" in store.gone_reason(job["id"])
+    remembered = store.client.pttl(f"{store.settings.prefix}:gone:{job['id']}") / 1000
+    assert 2.0 < remembered <= 3.0  # 10 x ttl after it went
     assert store.gone_reason("never-existed") is None
 
 
@@ -378,7 +424,8 @@ def test_delete_forgets_a_job_now_and_returns_its_last_state(store):
     assert store.wait(running["id"], 0.1)  # gone counts as done
 
 
-def test_a_job_never_claimed_is_due_after_delivery_seconds(store):
+def test_a_job_never_claimed_is_due_after_delivery_seconds(redis_client):  # noqa: F811
+    store = JobStore(redis_client, settings(delivery_seconds=LEASE))
     store.heartbeat("w1", WORKER)
     job = admitted(store)
     assert store.due() == []
