@@ -19,7 +19,8 @@ trip), and lease and heartbeat times come from Redis' TIME. Keys (P = settings.p
   P:reap_lock     string: the worker that runs due() now (SET NX PX)
   P:cancel        pub/sub channel: ids of cancelled or deleted unfinished jobs
 The client must be made with decode_responses=False (images are bytes), and its
-socket_timeout, if any, must exceed the timeouts given to wait().
+socket_timeout, if any, must exceed the timeouts given to wait(). The scripts build key names
+from the prefix, so every key must live on one Redis (no Redis Cluster).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class JobStore:
 
     def admit(self, record: dict) -> Admission:
         """Admit a job if live workers have room, in one round trip; say where to route it."""
+        # An id that is stored already raises redis.ResponseError (ids are random tokens).
         steps = (record.get("request") or {}).get("steps")
         keep = "1" if record.get("keep") else "0"
         reply = self._run(
