@@ -49,6 +49,7 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
     queue_end = started or finished or now
     result = state.get("result") or {}
     error = state.get("error")
+    total = int(state.get("total") or state["request"]["steps"])
     return JobRecord(
         id=state["id"],
         owner=state.get("owner"),
@@ -58,8 +59,9 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
         created_at=created,
         timeout=state.get("timeout"),
         attempt=int(state.get("attempt") or 0),
-        step=int(state.get("step") or 0),
-        total_steps=int(state.get("total") or state["request"]["steps"]),
+        # Progress reaches Redis a few times a second: a success has done every step.
+        step=total if status is JobStatus.SUCCEEDED else int(state.get("step") or 0),
+        total_steps=total,
         queue_position=state.get("position") if status is JobStatus.QUEUED else None,
         queue_seconds=max(0.0, queue_end - created),
         run_seconds=max(0.0, (finished or now) - started) if started else 0.0,
