@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import redis
 import requests
 
 from bench.server import Server, free_port, server_env
@@ -71,6 +72,7 @@ class Cluster:
         }
         self.apis: list[Server] = []
         self.workers: list[Worker] = []
+        self.redis = redis.Redis.from_url(redis_url)
 
     def add_worker(self, **overrides: object) -> Worker:
         """Start a worker and wait until it serves."""
@@ -101,11 +103,22 @@ class Cluster:
         """Workers whose process still runs."""
         return [worker for worker in self.workers if worker.process.poll() is None]
 
+    def worker_of(self, job_id: str) -> Worker | None:
+        """The live worker that holds `job_id`'s current run, as the job store records it."""
+        # Read from Redis, not from heartbeats: those lag, and may still show a cancelled run.
+        key = f"{self.settings['REDIS_PREFIX']}:job:{job_id}"
+        status, worker_id = self.redis.hmget(key, "status", "worker")
+        if status != b"running" or worker_id is None:
+            return None
+        matches = [w for w in self.live_workers() if w.id == worker_id.decode()]
+        return matches[0] if matches else None
+
     def stop(self) -> None:
         """End every process by pid."""
         for server in [*self.apis, *self.workers]:
             if server.process.poll() is None:
                 server.stop()
+        self.redis.close()
 
 
 def wait_job(api: str, job_id: str, statuses: set[str], timeout: float = 60.0) -> dict:

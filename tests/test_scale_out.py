@@ -88,13 +88,13 @@ def _submit(api: str, **body: object) -> dict:
 
 def _running_on(cluster: Cluster, job_id: str, timeout: float = 30.0) -> Worker:
     """The worker process running `job_id`, once it runs."""
-    wait_job(_url(cluster.apis[0]), job_id, {"running"}, timeout)
-    # Heartbeats lag a little: wait until exactly one worker reports a running job.
-    body = _wait_health(cluster, lambda b: sum(bool(d["running"]) for d in b["devices"]) == 1)
-    busy = {d["worker"] for d in body["devices"] if d["running"]}
-    matches = [w for w in cluster.live_workers() if w.id in busy]
-    assert len(matches) == 1, body
-    return matches[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker = cluster.worker_of(job_id)
+        if worker is not None:
+            return worker
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never ran on a live worker")
 
 
 def test_the_api_imports_no_torch_and_answers_health_from_the_workers(two_workers):
@@ -108,13 +108,11 @@ def test_the_api_imports_no_torch_and_answers_health_from_the_workers(two_worker
         assert "libtorch" not in maps
 
 
-@pytest.mark.skip(
-    reason="issue 14 in progress: the local comparison server is polled before it listens"
-)
 def test_celery_mode_draws_the_same_bytes_as_one_process(two_workers, start_server):
     requests_ = [{"prompt": "a red fox", "seed": 11}, {"prompt": "a blue bird", "seed": 12, **FAST}]
     # The same torch thread count as the workers: float sums depend on how they are split.
     local = start_server(MAX_BATCH_SIZE=1, OMP_NUM_THREADS=1)
+    local.wait_for_ping()
     local.wait_until_healthy()
     for body in requests_:
         expected = requests.post(f"{local.url}/image/generate", json=body, timeout=60)
@@ -174,7 +172,6 @@ def test_a_full_cluster_refuses_at_once_with_retry_after(two_workers):
         requests.delete(f"{api}/jobs/{job_id}", timeout=10)
 
 
-@pytest.mark.skip(reason="issue 14 in progress: the run may end before the kill")
 def test_a_killed_workers_job_finishes_on_the_other_with_the_same_image(two_workers):
     api = _url(two_workers.apis[0])
     body = {"seed": 99, **SLOW}
@@ -247,17 +244,20 @@ def batching_cluster(
         cluster.stop()
 
 
-@pytest.mark.skip(reason="issue 14 in progress: submits fail in their threads")
 def test_four_compatible_jobs_run_as_one_batch_in_one_worker(batching_cluster):
     api = _url(batching_cluster.apis[0])
-    ids: list[str] = []
-    threads = [
-        threading.Thread(target=lambda i=i: ids.append(_submit(api, seed=i, **FAST)["id"]))
-        for i in range(4)
-    ]
+    answers: list[requests.Response] = []
+
+    def submit(seed: int) -> None:
+        body = {"prompt": "a lighthouse", "seed": seed, **FAST}
+        answers.append(requests.post(f"{api}/jobs", json=body, timeout=10))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert [a.status_code for a in answers] == [202] * 4, [a.text for a in answers]
+    ids = [a.json()["id"] for a in answers]
     states = [wait_job(api, job_id, {"succeeded"}) for job_id in ids]
     assert [state["batch_size"] for state in states] == [4, 4, 4, 4]
