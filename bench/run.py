@@ -13,7 +13,9 @@ Measures, in one run on one model:
    target <= 0.9 on CPU, 0.7 on GPU;
 4. cold start: process start to /health 200 / a bare from_pretrained in a fresh process - <= 1.2;
 5. memory: the worker's peak RSS with the model loaded / the weights' bytes on disk - <= 1.3 (CPU);
-6. rejection latency with the queue full: p99 <= 50 ms.
+6. rejection latency with the queue full: p99 <= 50 ms;
+7. scale-out (bench/scale_out.py, on a redis-server it starts): images/s with 1 and 2 worker
+   processes - 2 workers >= 1.8 x one; the queue hop's added p50 - <= 10 ms; SIGKILL recovery.
 Prints a table and writes bench/results/<date>-<device>.json and .png.
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import platform
 import statistics
 import subprocess
@@ -38,6 +39,8 @@ import requests
 
 import backend
 from backend.config import resolve_path
+from bench.load import post, throughput
+from bench.scale_out import measure as measure_scale_out
 from bench.server import GUNICORN, ROOT, Server, server_env
 
 RESULTS = ROOT / "bench" / "results"
@@ -66,7 +69,35 @@ def main(argv: list[str] | None = None) -> int:
     weights = sum(path.stat().st_size for path in folder.rglob("*.safetensors"))
     bare_load = _bare_cold_start(folder, device)
     plain = _plain_latency(folder, device, body, args.repeats)
-    server_settings = {
+    settings = server_settings(folder, device)
+    unoptimized = _latency_only({**settings, **SPEED_OFF}, work, body, args.repeats)
+    ours = _ours(settings, work, body, args)
+    naive = _naive(folder, device, work, body, args)
+    rejection = _rejection(settings, work, body, args)
+    demo = resolve_path(args.models_dir) / "demo"
+    scale_out = measure_scale_out(
+        folder, demo, body, settings, work, args.images_per_level * 2, args.hops
+    )
+    report["results"] = {
+        "weights_bytes": weights,
+        "bare_cold_start_s": bare_load,
+        "plain_latency_s": plain,
+        "server_latency_speed_off_s": unoptimized,
+        **ours,
+        "naive_throughput": naive,
+        "rejection_ms": rejection,
+        "scale_out": scale_out,
+    }
+    report["ratios"] = _ratios(report["results"], device)
+    _print_table(report)
+    json_path, png_path = _write(report, args.results_dir)
+    _say(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def server_settings(folder: Path, device: str) -> dict[str, object]:
+    """The settings every benchmarked server runs with, besides what a measurement changes."""
+    return {
         "DEFAULT_MODEL": str(folder),
         "DEVICE": device,
         "JOBS_DIR": "off",
@@ -76,24 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         "API_KEYS": "",
         "RATE_LIMIT": "",
     }
-    unoptimized = _latency_only({**server_settings, **SPEED_OFF}, work, body, args.repeats)
-    ours = _ours(server_settings, work, body, args)
-    naive = _naive(folder, device, work, body, args)
-    rejection = _rejection(server_settings, work, body, args)
-    report["results"] = {
-        "weights_bytes": weights,
-        "bare_cold_start_s": bare_load,
-        "plain_latency_s": plain,
-        "server_latency_speed_off_s": unoptimized,
-        **ours,
-        "naive_throughput": naive,
-        "rejection_ms": rejection,
-    }
-    report["ratios"] = _ratios(report["results"], device)
-    _print_table(report)
-    json_path, png_path = _write(report, args.results_dir)
-    _say(f"wrote {json_path} and {png_path}")
-    return 0
 
 
 def setup(args: argparse.Namespace) -> tuple[str, int, Path, dict]:
@@ -131,11 +144,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per latency")
     parser.add_argument("--images-per-level", type=int, default=8, help="per throughput level")
     parser.add_argument("--clients", default=",".join(map(str, CLIENT_LEVELS)))
+    parser.add_argument("--hops", type=int, default=100, help="fast requests per queue mode")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="demo model, tiny counts")
     args = parser.parse_args(argv)
     if args.smoke:
         args.model, args.size, args.repeats, args.images_per_level = "demo", 64, 2, 2
+        args.hops = 10
         args.clients = "1,2"
     args.client_levels = tuple(int(n) for n in args.clients.split(","))
     return args
@@ -253,42 +268,8 @@ def _timed_call(pipe: Any, body: dict, device: str) -> float:
     return time.perf_counter() - started
 
 
-def _post(session: requests.Session, url: str, body: dict) -> tuple[int, float]:
-    started = time.perf_counter()
-    response = session.post(f"{url}/image/generate", json=body, timeout=900)
-    return response.status_code, time.perf_counter() - started
-
-
-def _throughput(url: str, body: dict, clients: int, images: int) -> dict[str, float]:
-    """Images per second with `clients` concurrent clients sending `images` in all."""
-    per_client = max(1, math.ceil(images / clients))
-    latencies: list[float] = []
-    failures: list[int] = []
-
-    def client(index: int) -> None:
-        session = requests.Session()
-        for k in range(per_client):
-            status, seconds = _post(session, url, {**body, "seed": index * 1000 + k})
-            (latencies if status == 200 else failures).append(seconds if status == 200 else status)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if failures:
-        raise SystemExit(f"{len(failures)} requests failed with {sorted(set(failures))}")
-    return {
-        "clients": clients,
-        "images_per_s": len(latencies) / elapsed,
-        "p50_s": statistics.median(latencies),
-    }
-
-
 def _levels(url: str, body: dict, args: argparse.Namespace) -> list[dict[str, float]]:
-    return [_throughput(url, body, n, args.images_per_level) for n in args.client_levels]
+    return [throughput(url, body, n, args.images_per_level) for n in args.client_levels]
 
 
 def _latency_only(settings: dict, work: Path, body: dict, repeats: int) -> float:
@@ -297,8 +278,8 @@ def _latency_only(settings: dict, work: Path, body: dict, repeats: int) -> float
     try:
         server.seconds_until_healthy(timeout=900)
         session = requests.Session()
-        _post(session, server.url, body)
-        latency = statistics.median(_post(session, server.url, body)[1] for _ in range(repeats))
+        post(session, server.url, body)
+        latency = statistics.median(post(session, server.url, body)[1] for _ in range(repeats))
     finally:
         server.stop()
     _say(f"our server, speed settings off: {latency * 1000:.0f} ms (median of {repeats})")
@@ -311,12 +292,12 @@ def _ours(settings: dict, work: Path, body: dict, args: argparse.Namespace) -> d
         cold = server.seconds_until_healthy(timeout=900)
         _say(f"our server: /health 200 after {cold:.1f} s")
         session = requests.Session()
-        _post(session, server.url, body)  # warm-up
-        latencies = [_post(session, server.url, body)[1] for _ in range(args.repeats)]
+        post(session, server.url, body)  # warm-up
+        latencies = [post(session, server.url, body)[1] for _ in range(args.repeats)]
         latency = statistics.median(latencies)
         _say(f"our server: {latency * 1000:.0f} ms per request (median of {args.repeats})")
         levels = [
-            _throughput(server.url, body, n, args.images_per_level) for n in args.client_levels
+            throughput(server.url, body, n, args.images_per_level) for n in args.client_levels
         ]
         for level in levels:
             _say(f"our server, {level['clients']} clients: {level['images_per_s']:.2f} images/s")
@@ -348,9 +329,9 @@ def _naive(folder: Path, device: str, work: Path, body: dict, args: argparse.Nam
     server = Server(env, work / "naive.log", command)
     try:
         server.seconds_until_healthy(timeout=900)
-        _post(requests.Session(), server.url, body)  # warm-up
+        post(requests.Session(), server.url, body)  # warm-up
         levels = [
-            _throughput(server.url, body, n, args.images_per_level) for n in args.client_levels
+            throughput(server.url, body, n, args.images_per_level) for n in args.client_levels
         ]
         for level in levels:
             _say(f"naive server, {level['clients']} clients: {level['images_per_s']:.2f} images/s")
@@ -366,13 +347,13 @@ def _rejection(settings: dict, work: Path, body: dict, args: argparse.Namespace)
     )
     try:
         server.seconds_until_healthy(timeout=900)
-        busy = threading.Thread(target=_post, args=(requests.Session(), server.url, body))
+        busy = threading.Thread(target=post, args=(requests.Session(), server.url, body))
         busy.start()
         time.sleep(0.2)
         session = requests.Session()
         refusals = []
         while busy.is_alive() and len(refusals) < 200:
-            status, seconds = _post(session, server.url, body)
+            status, seconds = post(session, server.url, body)
             if status == 503:
                 refusals.append(seconds * 1000)
         busy.join()
@@ -401,10 +382,13 @@ TARGETS = {  # name: (limit, "max" | "min"); the single-latency limit depends on
     "cold_start": (1.2, "max"),
     "memory": (1.3, "max"),
     "rejection_p99_ms": (50.0, "max"),
+    "scale_out_2_workers": (1.8, "min"),
+    "queue_hop_added_p50_ms": (10.0, "max"),
 }
 
 
 def _ratios(results: dict, device: str) -> dict[str, dict]:
+    scale_out = results["scale_out"]  # {"skipped": why} without a redis-server
     ours = {level["clients"]: level["images_per_s"] for level in results["throughput"]}
     naive = {level["clients"]: level["images_per_s"] for level in results["naive_throughput"]}
     values = {
@@ -414,6 +398,8 @@ def _ratios(results: dict, device: str) -> dict[str, dict]:
         "cold_start": results["server_cold_start_s"] / results["bare_cold_start_s"],
         "memory": results["peak_rss_bytes"] / results["weights_bytes"],
         "rejection_p99_ms": results["rejection_ms"]["p99_ms"],
+        "scale_out_2_workers": scale_out.get("scaling"),
+        "queue_hop_added_p50_ms": scale_out.get("hop", {}).get("added_p50_ms"),
     }
     ratios = {}
     for name, value in values.items():
@@ -444,7 +430,27 @@ def _print_table(report: dict) -> None:
         print(
             f"{mine['clients']:<10}{mine['images_per_s']:>12.2f}{theirs['images_per_s']:>13.2f}{ratio:>8.2f}"
         )
+    _print_scale_out(results["scale_out"])
     print(f"\n{json.dumps({'device': report['device'], 'versions': report['versions']})}")
+
+
+def _print_scale_out(figures: dict) -> None:
+    if "skipped" in figures:
+        print(f"\nscale-out: skipped ({figures['skipped']})")
+        return
+    cores, threads = figures["cores"], figures["threads_per_worker"]
+    print(f"\nscale-out, {cores} cores, {threads} torch thread(s) per worker:")
+    for level in figures["throughput"]:
+        print(f"  {level['workers']} worker(s): {level['images_per_s']:.2f} images/s")
+    hop, recovery = figures["hop"], figures["recovery"]
+    print(
+        f"  queue hop added: p50 {hop['added_p50_ms']:.1f} ms, p99 {hop['added_p99_ms']:.1f} ms"
+        f" (local p50 {hop['local_p50_ms']:.1f} ms, celery p50 {hop['celery_p50_ms']:.1f} ms)"
+    )
+    print(
+        f"  SIGKILL mid-job to done elsewhere: {recovery['kill_to_done_s']:.1f} s"
+        f" (the run alone {recovery['run_s']:.1f} s)"
+    )
 
 
 def _write(report: dict, folder: Path) -> tuple[Path, Path]:

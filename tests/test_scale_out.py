@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.cluster import Cluster, Worker, wait_job
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
-from tests.scale_out import Cluster, Worker, wait_job
 
 # Slow steps (the worker's test seam) make runs long enough to kill, pause or cancel mid-run.
 STEP_SECONDS = 0.05

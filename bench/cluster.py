@@ -1,7 +1,7 @@
-"""A real scale-out cluster for tests: redis-server, gunicorn API processes, worker processes.
+"""A real scale-out cluster: redis-server, gunicorn API processes, worker processes.
 
 Every part is a subprocess in its own session on free loopback ports, ended by pid. Workers run
-on the CPU with the demo model and one thread of torch each, so two fit on a 2-core machine.
+with one torch thread each unless the settings say otherwise, so two fit on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -62,13 +62,13 @@ class Cluster:
     def __init__(self, settings: dict[str, object], redis_url: str, folder: Path) -> None:
         self.folder = folder
         self.settings = {
+            "OMP_NUM_THREADS": "1",  # unless `settings` say otherwise
             **settings,
             "QUEUE_BACKEND": "celery",
             "BROKER_URL": redis_url,
             "REDIS_PREFIX": f"t{secrets.token_hex(4)}",  # a fresh namespace per cluster
             "RESULTS_DIR": str(folder / "results"),
             "JOBS_DIR": "off",
-            "OMP_NUM_THREADS": "1",
         }
         self.apis: list[Server] = []
         self.workers: list[Worker] = []
