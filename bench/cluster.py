@@ -113,6 +113,12 @@ class Cluster:
         matches = [w for w in self.live_workers() if w.id == worker_id.decode()]
         return matches[0] if matches else None
 
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs running now (sync requests' jobs too), as the job store records them."""
+        prefix = self.settings["REDIS_PREFIX"]
+        ids = [member.decode() for member in self.redis.smembers(f"{prefix}:active")]
+        return [job_id for job_id in ids if self.worker_of(job_id) is not None]
+
     def stop(self) -> None:
         """End every process by pid."""
         for server in [*self.apis, *self.workers]:

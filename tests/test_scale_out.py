@@ -191,6 +191,26 @@ def test_a_killed_workers_job_finishes_on_the_other_with_the_same_image(two_work
     assert time.monotonic() - killed < 30
 
 
+def test_a_sync_request_whose_worker_dies_still_gets_its_image(two_workers):
+    api = _url(two_workers.apis[1])
+    body = {"prompt": "a harbour", "seed": 3, **SLOW}
+    answers: list[requests.Response] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(requests.post(f"{api}/image/generate", json=body, timeout=90))
+    )
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not (running := two_workers.running_jobs()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(running) == 1, running
+    two_workers.worker_of(running[0]).kill()
+    waiting.join(90)
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    again = requests.post(f"{api}/image/generate", json=body, timeout=60)
+    assert answer.content == again.content  # the retried run drew what a clean one draws
+
+
 def test_a_paused_worker_cannot_overwrite_the_newer_result(two_workers):
     api = _url(two_workers.apis[1])
     job = _submit(api, seed=7, **SLOW)
