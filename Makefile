@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model bench-model bench bench-speed run worker dev test lint format loadtest fuzz batch-fidelity clean
+.PHONY: help install install-dev demo-model bench-model bench bench-speed run worker dev test lint format loadtest fuzz batch-fidelity images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ loadtest: install-dev  ## 16 clients for 30 s against gunicorn + demo model: onl
 FUZZ_SECONDS ?= 120
 fuzz: install-dev  ## FUZZ_SECONDS (120) of schemathesis + hostile requests on gunicorn: no 5xx, all documented
 	$(PY) -m bench.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+images: install  ## draw the diagrams in docs/ from their sources (docs/diagrams/*.toml) into .images/
+	$(PY) docs/diagrams/draw.py docs/diagrams/*.toml --out .images
 
 batch-fidelity: install  ## how far micro-batched images differ from solo ones (max difference, PSNR)
 	$(PY) -m backend.model.demo
