@@ -19,10 +19,11 @@ wsgi_app = "backend.main:create_app()"
 bind = f"{_settings.host}:{_settings.port}"
 workers = 1  # more processes would each load their own copy of the model
 # gthread, except that the main loop buffers each request and only a complete one takes a thread:
-# clients that send half a request and stall cannot use up the threads (README, "Slow and idle
-# clients"). The limits travel as a configured class because gunicorn keeps only its own settings
-# from this file and hands workers nothing else; this way the worker uses the very settings read
-# above for bind and threads, instead of reading the environment again after the fork.
+# clients that send half a request and stall cannot use up the threads (docs/serving.md, "Slow
+# and idle clients"). The limits travel as a configured class because gunicorn keeps only its own
+# settings from this file and hands workers nothing else; this way the worker uses the very
+# settings read above for bind and threads, instead of reading the environment again after the
+# fork.
 worker_class = BufferingWorker.configured(
     StageLimits(
         header_timeout=_settings.header_timeout_seconds,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/gpu-check.sh (`make gpu-check`): every GPU figure the project lacks, in one command of at
 # most 8 minutes, for a GPU host that has Python 3.12 and a CUDA build of torch but no package
-# registry (the device machine of a GPU session; see README.md, Benchmarks).
+# registry (the device machine of a GPU session; see docs/performance.md, "On a GPU").
 #
 #   here, with PyPI:   ../shared/tools/gpu-wheels          # fills the git-ignored .whl/
 #   on the GPU host:   bash bench/gpu-check.sh              # .whl carried along; results in $OUT
@@ -49,13 +49,13 @@ if [ -z "$nvsmi" ] && [ -x /usr/local/nvidia/bin/nvidia-smi ]; then
   nvsmi=/usr/local/nvidia/bin/nvidia-smi
 fi
 if [ -z "$nvsmi" ] && ! compgen -G '/dev/nvidia[0-9]*' >/dev/null; then
-  die "no CUDA GPU here (no nvidia-smi, no /dev/nvidia*): run this on the GPU host (README.md, Benchmarks)"
+  die "no CUDA GPU here (no nvidia-smi, no /dev/nvidia*): run this on the GPU host (docs/performance.md, "On a GPU")"
 fi
 probe_rc=0
 probe=$(timeout 120 "$HOST_PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)' 2>&1) || probe_rc=$?
 case $probe_rc in
   0) ;;
-  3) die "no CUDA GPU here: $HOST_PY says torch.cuda.is_available() is False: run this on the GPU host (README.md, Benchmarks)" ;;
+  3) die "no CUDA GPU here: $HOST_PY says torch.cuda.is_available() is False: run this on the GPU host (docs/performance.md, "On a GPU")" ;;
   124) die "no CUDA GPU here: $HOST_PY took over 120 s to answer torch.cuda.is_available()" ;;
   *) die "no CUDA GPU here: $HOST_PY cannot import torch (${probe##*$'\n'}); set GPU_PYTHON to the host's CUDA Python" ;;
 esac

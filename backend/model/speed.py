@@ -1,7 +1,8 @@
 """Making a loaded pipeline faster: memory format, fused projections, a tiny VAE, torch.compile.
 
-Each knob is a setting (see README, "Performance") and is on by default only on the devices where
-`make bench-speed` measured a gain. Everything here runs on the device's worker thread.
+Each knob is a setting (see docs/performance.md, "Speed settings") and is on by default only on
+the devices where `make bench-speed` measured a gain. Everything here runs on the device's
+worker thread.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from backend.model.registry import check_tiny_vae, display_path
 
 log = logging.getLogger(__name__)
 
-# Measured by `make bench-speed` on the full-size SD-Turbo architecture (README, "Performance"):
+# Measured by `make bench-speed` on the full-size SD-Turbo architecture (docs/performance.md):
 # on the CPU only the VAE gains from channels_last (the UNet loses), and fused QKV does not pay
 # for the second copy of the attention weights it keeps. No GPU was measured yet, so nothing is
 # switched on there by default.
