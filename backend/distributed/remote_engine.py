@@ -161,6 +161,7 @@ class RemoteEngine:
                 self.results.delete((state.get("result") or {}).get("files", []))
                 return job_record(state)
             cancelled = self.store.cancel(job_id) or state
+        self.results.delete_jobs(self.store.trimmed())  # the cancel may have pushed one out
         log.info("job %s cancelled", job_id)
         return job_record(cancelled)
 

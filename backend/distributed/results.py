@@ -51,6 +51,11 @@ class ResultFiles:
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 self._path(each["file"]).unlink(missing_ok=True)
 
+    def delete_jobs(self, states: list[dict[str, Any]]) -> None:
+        """Remove the files of jobs the store dropped (JobStore.trimmed(): MAX_STORED_JOBS)."""
+        for state in states:
+            self.delete((state.get("result") or {}).get("files", []))
+
     def sweep(self, older_than: float) -> int:
         """Delete files (and crash leftovers) older than `older_than` seconds: their jobs'
         records have expired in Redis. Returns how many went."""

@@ -107,6 +107,8 @@ class WorkerNode:
         finally:
             with self.runs_lock:
                 self.runs.pop(job_id, None)
+            # Finishing (or claiming) may have pushed the oldest kept jobs past MAX_STORED_JOBS.
+            self.results.delete_jobs(self.store.trimmed())
 
     def _local_job(self, record: dict, attempt: int) -> Job:
         """The model layer's own `Job` for a claimed record, on this process's clocks."""
