@@ -61,7 +61,11 @@ def two_workers(cluster: Cluster) -> Cluster:
     """The cluster with two live workers (a test before may have killed one)."""
     while len(cluster.live_workers()) < 2:
         cluster.add_worker()
-    _wait_health(cluster, lambda body: len(body["devices"]) == 2)
+    # Admission counts heartbeats, and a loading worker's offers no places: wait for two ready.
+    _wait_health(
+        cluster,
+        lambda body: [d["status"] for d in body["devices"]] == ["healthy", "healthy"],
+    )
     return cluster
 
 
@@ -259,6 +263,8 @@ def batching_cluster(
     try:
         cluster.add_worker()
         cluster.add_api()
+        # Admission counts heartbeats: until one says "ready" the API offers no places.
+        _wait_health(cluster, lambda body: body["status"] == "healthy")
         yield cluster
     finally:
         cluster.stop()
