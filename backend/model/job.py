@@ -21,7 +21,7 @@ from backend.model.job_record import JobRecord, JobStatus
 from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
 if TYPE_CHECKING:
-    from backend.model.residency import RawOutput
+    from backend.model.pipeline_call import RawOutput
 
 
 class Job:

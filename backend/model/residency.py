@@ -1,4 +1,4 @@
-"""One device's loaded models and the pipeline call: load, LRU, idle unload, warm-up, texts.
+"""One device's loaded models: load, LRU, idle unload, warm-up; `pipeline_call.py` runs them.
 
 No threads here: the device worker's thread is the only caller while the server runs, because
 diffusers schedulers keep per-call state and loading must never race a generation. torch and
@@ -10,48 +10,28 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from backend.config import Settings
-from backend.model import schedulers
-from backend.model.catalogue import Family, ModelSpec
+from backend.model.catalogue import ModelSpec
 from backend.model.errors import (
     DeviceOutOfMemoryError,
     ModelFolderError,
     ModelUnavailableError,
 )
 from backend.model.metrics import ModelMetrics
-from backend.model.prompt_cache import PromptCache, uses_guidance
+from backend.model.pipeline_call import LoadedModel, RawOutput, StepHook, call_pipeline
+from backend.model.prompt_cache import PromptCache
 from backend.model.registry import ModelFolder, check_tiny_vae, display_path, inspect_folder
 from backend.model.run_control import RunControl
 from backend.model.types import GenerationRequest
 
 if TYPE_CHECKING:
-    from backend.model.schedulers import SchedulerChoice
     from backend.model.speed import Applied
 
 log = logging.getLogger(__name__)
-
-StepHook = Callable[[int, int], None]  # (step just finished, total steps)
-
-
-@dataclass(frozen=True)
-class RawOutput:
-    """What the pipeline drew for one request: PIL images, and the scheduler that drew them."""
-
-    images: list[Any]
-    scheduler: SchedulerChoice
-
-
-@dataclass
-class _Loaded:
-    pipeline: Any
-    family: Family
-    base_scheduler: Any  # the model's own scheduler, kept pristine as the template for each run
-    prompts: PromptCache | None  # None: PROMPT_CACHE_SIZE=0, the pipeline encodes every prompt
-    last_used: float = field(default_factory=time.monotonic)
 
 
 class ModelResidency:
@@ -72,7 +52,7 @@ class ModelResidency:
         self.device: Any = None
         self._dtype: Any = None
         self._broken: set[str] = set()  # models whose weights failed to load: not retried
-        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # least recently used first
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
 
     def pipeline(self, name: str) -> Any:
         """A loaded pipeline, or None (a seam for tests and benchmarks)."""
@@ -104,9 +84,17 @@ class ModelResidency:
         self, spec: ModelSpec, requests: Sequence[GenerationRequest], controls: Sequence[RunControl]
     ) -> list[RawOutput]:
         """One pipeline call for `requests` (compatible by `batch_key`); one output each."""
-        return self._generate(self.model(spec), requests, controls)
+        model = self.model(spec)
+        hook = self.step_hook  # read once: a hook that replaces itself does so for the next call
 
-    def model(self, spec: ModelSpec) -> _Loaded:
+        def on_step(step: int, total: int) -> None:
+            self.last_step_at = time.time()
+            if hook is not None:
+                hook(step, total)
+
+        return call_pipeline(model, requests, controls, self.settings.memory, on_step)
+
+    def model(self, spec: ModelSpec) -> LoadedModel:
         """The loaded model for `spec`, loading it (and unloading the least recently used)."""
         if spec.name in self._loaded:
             self._loaded.move_to_end(spec.name)
@@ -133,7 +121,7 @@ class ModelResidency:
             if cache_size
             else None
         )
-        self._loaded[spec.name] = _Loaded(pipeline, folder.family, pipeline.scheduler, prompts)
+        self._loaded[spec.name] = LoadedModel(pipeline, folder.family, pipeline.scheduler, prompts)
         self.loaded_models = tuple(self._loaded)
         self.model_errors.pop(spec.name, None)
         seconds = time.perf_counter() - started
@@ -240,101 +228,3 @@ class ModelResidency:
         for name, loaded in list(self._loaded.items()):
             if now - loaded.last_used >= idle:
                 self._unload(name, f"after {idle:g}s without requests (IDLE_UNLOAD_SECONDS)")
-
-    def _generate(
-        self,
-        model: _Loaded,
-        requests: Sequence[GenerationRequest],
-        controls: Sequence[RunControl],
-    ) -> list[RawOutput]:
-        import torch
-
-        request = requests[0]
-        choice = None
-        if request.scheduler is not None:
-            choice = schedulers.find(request.scheduler, model.family)
-            if choice is None:  # the schemas check this first; reaching here is a bug
-                raise ValueError(f"scheduler {request.scheduler!r} does not fit a {model.family}")
-        pipeline = model.pipeline
-        pipeline.scheduler = schedulers.build(choice, model.base_scheduler)
-        memory = self.settings.memory
-        tile = memory.vae_tiling == "true" or (
-            memory.vae_tiling == "auto"
-            and request.width * request.height > memory.vae_tiling_pixels
-        )
-        # Decoding a large image in tiles bounds its memory; small ones decode faster whole.
-        (pipeline.vae.enable_tiling if tile else pipeline.vae.disable_tiling)()
-        # One CPU generator per image: image k of a request starts from the same noise as a
-        # request for seed+k alone, on any device, batched with other requests or not.
-        generators = [
-            torch.Generator("cpu").manual_seed(seed) for each in requests for seed in each.seeds()
-        ]
-        with torch.inference_mode():
-            texts, per_prompt = self._texts(model, requests)
-            output = pipeline(
-                **texts,
-                width=request.width,
-                height=request.height,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance_scale,
-                num_images_per_prompt=per_prompt,
-                generator=generators,
-                output_type="pil",
-                callback_on_step_end=self._step_end(controls, request.steps),
-            )
-        if choice is None:
-            base = model.base_scheduler
-            choice = schedulers.describe(type(base).__name__, base.config, model.family)
-        images = list(output.images)
-        outputs = []
-        for each in requests:
-            outputs.append(RawOutput(images[: each.num_images], choice))
-            images = images[each.num_images :]
-        return outputs
-
-    @staticmethod
-    def _texts(model: _Loaded, requests: Sequence[GenerationRequest]) -> tuple[dict[str, Any], int]:
-        """The pipeline's text arguments for `requests`, and its num_images_per_prompt."""
-        request = requests[0]
-        if len(requests) == 1 and model.prompts is None:
-            # Exactly the call a lone request always made: MAX_BATCH_SIZE=1 changes nothing.
-            # None, not "", so each family uses its own unconditional embedding (SDXL zeroes
-            # it for an empty negative prompt).
-            texts = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
-            return texts, request.num_images
-        # One entry per image, in the order the images come out; batch_key: all of the batch
-        # has a negative prompt, or none has.
-        per_image = [each for each in requests for _ in range(each.num_images)]
-        prompts = [each.prompt for each in per_image]
-        negatives = (
-            [each.negative_prompt for each in per_image] if request.negative_prompt else None
-        )
-        if model.prompts is None:
-            return {"prompt": prompts, "negative_prompt": negatives}, 1
-        # The embeddings the call would compute itself, from the cache where seen before; per
-        # image already (SD3 would not repeat given embeddings for num_images_per_prompt).
-        guidance = uses_guidance(model.pipeline, request.guidance_scale)
-        embeddings = model.prompts.embeddings(
-            model.pipeline, model.family, prompts, negatives, guidance
-        )
-        return embeddings, 1
-
-    def _step_end(self, controls: Sequence[RunControl], steps: int) -> Callable[..., dict]:
-        """diffusers' step-end callback: progress, the test seam, deadlines and cancellation."""
-        hook = self.step_hook
-
-        def callback(pipeline: Any, step: int, _timestep: Any, kwargs: dict) -> dict:
-            total = getattr(pipeline, "num_timesteps", None) or steps
-            self.last_step_at = time.time()
-            if hook is not None:
-                hook(step + 1, total)
-            for control in controls:
-                control.progress(step + 1, total)
-            # Every request checked (each may end itself at its deadline), then: does anyone
-            # still want these images? If not, diffusers skips the remaining steps.
-            stops = [control.should_stop() for control in controls]
-            if all(stops):
-                pipeline._interrupt = True
-            return kwargs
-
-        return callback

@@ -1,7 +1,7 @@
 """One thread per device: it joins the device's queue to its loaded models.
 
 The queue (`device_queue.py`) decides what runs next; the residency (`residency.py`) loads
-models and makes the pipeline call. This thread alone touches the pipelines, so loading never
+models and `pipeline_call.py` runs them. This thread alone touches the pipelines, so loading never
 races a generation. torch is imported inside the thread: creating a worker (and the Flask app
 around it) is instant, and `/ping` answers while it loads.
 """
@@ -26,7 +26,8 @@ from backend.model.errors import (
 )
 from backend.model.job import Job
 from backend.model.metrics import ModelMetrics
-from backend.model.residency import ModelResidency, RawOutput, StepHook
+from backend.model.pipeline_call import RawOutput, StepHook
+from backend.model.residency import ModelResidency
 from backend.model.service import WorkerState
 
 log = logging.getLogger(__name__)
