@@ -11,7 +11,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -19,12 +18,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from backend.config import Settings
-from backend.model import host_memory
+from backend.model import engine_status, host_memory
 from backend.model.catalogue import ModelSpec
+from backend.model.engine_jobs import EngineJobs
 from backend.model.errors import (
-    GenerationFailedError,
-    JobNotFinishedError,
-    ModelFolderError,
     ModelLayerError,
     ModelNotReadyError,
     ModelUnavailableError,
@@ -32,13 +29,14 @@ from backend.model.errors import (
 )
 from backend.model.images import encode_job
 from backend.model.job import Job
+from backend.model.job_encoder import JobEncoder
 from backend.model.job_files import JobFiles
-from backend.model.job_record import JobRecord, JobStatus
 from backend.model.job_recovery import JobRecovery
 from backend.model.job_store import JobStore
 from backend.model.metrics import ModelMetrics
-from backend.model.registry import ModelCatalog, display_path, inspect_folder
-from backend.model.service import DeviceStatus, EngineStatus, ModelInfo, WorkerState
+from backend.model.model_listing import list_models
+from backend.model.registry import ModelCatalog
+from backend.model.service import EngineStatus, ModelInfo
 from backend.model.types import (
     MAX_SEED,
     GenerationRequest,
@@ -46,6 +44,7 @@ from backend.model.types import (
     OutputOptions,
 )
 from backend.model.worker import DeviceWorker
+from backend.model.worker_choice import choose_worker
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +61,12 @@ def _job_files(settings: Settings) -> JobFiles | None:
         return None
 
 
-def _folder_problem(spec: ModelSpec, settings: Settings) -> str | None:
-    """Why the default model's folder cannot be loaded, found without importing torch."""
-    try:
-        inspect_folder(spec, drop_t5=settings.memory.sd3_drop_t5)
-    except ModelFolderError as error:
-        return str(error)
-    return None
-
-
 def _may_run_on_cpu(settings: Settings) -> bool:
     """Whether DEVICE/DEVICES can mean the CPU, judged without importing torch."""
     return any(name in ("cpu", "auto") for name in settings.devices or (settings.device,))
 
 
-class Engine:
+class Engine(EngineJobs):
     """Serves generations on one worker per device; one engine per app, so per process."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
@@ -89,11 +79,11 @@ class Engine:
         self._workers: tuple[DeviceWorker, ...] = ()
         # Pure Python and quick: /health can name a missing or broken default model folder at
         # once, while the device threads are still importing torch.
-        self._default_problem = _folder_problem(self.catalog.default, settings)
+        self._default_problem = engine_status.folder_problem(self.catalog.default, settings)
         self._started = threading.Event()
         self._dispatch = threading.Lock()  # choosing a device and queueing on it, atomically
         # Encodes finished async jobs, so the device thread goes straight on to the next batch.
-        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        self._encoder = JobEncoder(settings.embed_metadata)
         self._stopping = threading.Event()
         files = self.jobs.files
         self._recovery = (
@@ -155,7 +145,7 @@ class Engine:
             log.info("stopping: finishing %d accepted generation(s) first", pending)
         for worker in self._workers:
             worker.stop(left())
-        self._encoder.shutdown(wait=True)
+        self._encoder.shutdown()
         if self.jobs.files is not None:  # what is left unfinished is the next process's to run
             self.jobs.files.owners.release()
         unfinished = sum(worker.pending for worker in self._workers)
@@ -176,68 +166,13 @@ class Engine:
 
     def status(self) -> EngineStatus:
         """Whether the default model can serve, where, or why it cannot."""
-        default = self.catalog.default.name
-        workers = self._workers
-        devices = tuple(
-            DeviceStatus(
-                index=worker.index,
-                device=worker.device_name or worker.device_setting,
-                description=worker.description,
-                state=worker.state,
-                loaded_models=worker.loaded_models,
-                queue_depth=worker.queued,
-                running=worker.running,
-                served=worker.served,
-                memory=worker.memory(),
-                error=worker.error or worker.model_errors.get(default),
-                last_step_at=worker.models.last_step_at,
-            )
-            for worker in workers
-        )
-        serving = [d for d in devices if d.state is WorkerState.READY and d.error is None]
-        if serving:
-            state, error = WorkerState.READY, None
-        elif self._default_problem and not any(d.state is WorkerState.READY for d in devices):
-            state, error = WorkerState.FAILED, self._default_problem
-        elif not workers or any(d.state is WorkerState.LOADING for d in devices):
-            state, error = WorkerState.LOADING, None
-        elif all(d.state is WorkerState.STOPPED for d in devices):
-            state, error = WorkerState.STOPPED, None
-        else:
-            state = WorkerState.FAILED
-            error = next(d.error for d in devices if d.error)
-        loaded = tuple(dict.fromkeys(name for d in devices for name in d.loaded_models))
-        return EngineStatus(
-            state=state,
-            model=default,
-            device=devices[0].device if devices else self.settings.device,
-            model_loaded=default in loaded,
-            error=error,
-            loaded_models=loaded,
-            devices=devices,
+        return engine_status.engine_status(
+            self._workers, self.catalog.default.name, self._default_problem, self.settings.device
         )
 
     def models(self) -> list[ModelInfo]:
         """Every model worth listing, with whether it is present, loaded, and the default."""
-        workers = self._workers
-        return [
-            ModelInfo(
-                spec=spec,
-                folder=display_path(spec.folder),
-                exists=(spec.folder / "model_index.json").is_file(),
-                loaded_on=tuple(
-                    w.device_name or w.device_setting
-                    for w in workers
-                    if spec.name in w.loaded_models
-                ),
-                default=spec.name == self.catalog.default.name,
-                error=next(
-                    (w.model_errors[spec.name] for w in workers if spec.name in w.model_errors),
-                    None,
-                ),
-            )
-            for spec in self.catalog.listing()
-        ]
+        return list_models(self.catalog, engine_status.model_holders(self._workers))
 
     def generate(
         self, request: GenerationRequest, output: OutputOptions | None = None
@@ -250,52 +185,9 @@ class Engine:
             job.wait(None)  # whichever end won (deadline, failure or images) is settled now
         if job.error is not None:
             raise job.error
-        result = self._encode(job)  # here, on the request's thread: the device goes on
+        # Encoded here, on the request's thread: the device goes on with the next batch.
+        result = encode_job(job, self.settings.embed_metadata)
         job.succeed(result)
-        return result
-
-    def _record(self, job: Job) -> JobRecord:
-        """`job` as plain data, with its place in its device's queue."""
-        position = None
-        if job.status is JobStatus.QUEUED:
-            places = (worker.position(job) for worker in self._workers)
-            # Not in any queue but not begun: taken into the batch that starts next.
-            position = next((place for place in places if place is not None), 0)
-        return job.record(position)
-
-    def submit_job(
-        self,
-        request: GenerationRequest,
-        output: OutputOptions | None = None,
-        owner: str | None = None,
-    ) -> JobRecord:
-        """Queue a generation to fetch later (`job`), within JOB_TIMEOUT_SECONDS.
-
-        With an `owner`, only calls naming the same owner see the job.
-        """
-        timeout = self.settings.serving.job_timeout_seconds
-        return self._record(self._submit(request, output, timeout, keep=True, owner=owner))
-
-    def job(self, job_id: str, owner: str | None = None) -> JobRecord:
-        """A job submitted with `submit_job`, while it is kept."""
-        return self._record(self.jobs.get(job_id, owner))
-
-    def cancel_job(self, job_id: str, owner: str | None = None) -> JobRecord:
-        """Cancel a queued or running job; a finished one is forgotten with its images."""
-        job = self.jobs.get(job_id, owner)
-        if job.cancel():
-            self._withdraw(job)
-            log.info("job %s cancelled", job.id)
-        else:
-            self.jobs.forget(job, "it was deleted")
-        return self._record(job)
-
-    def job_result(self, job_id: str, owner: str | None = None) -> GenerationResult:
-        """The result, with encoded images, of a job that succeeded."""
-        job = self.jobs.get(job_id, owner)
-        result = job.result
-        if job.status is not JobStatus.SUCCEEDED or result is None:
-            raise JobNotFinishedError(f"Job {job.id} has no images: it is {job.status}.")
         return result
 
     def _submit(
@@ -311,7 +203,7 @@ class Engine:
         request = replace(request, seed=seed, model=spec.name)
         job = Job(spec, request, output or OutputOptions(), timeout or None, owner)
         if keep:  # before queueing: the device may finish it before `submit` returns
-            job.on_drawn = self._drawn
+            job.on_drawn = self._encoder.drawn
             self.jobs.track(job)
         with self._dispatch:
             self._choose(spec).submit(job)
@@ -327,7 +219,7 @@ class Engine:
             self.jobs.track(job)
             job.fail(error)
             return
-        job.on_drawn = self._drawn
+        job.on_drawn = self._encoder.drawn
         self.jobs.track(job)
         while not self._stopping.is_set() and job.alive:  # a client may cancel it meanwhile
             try:
@@ -350,63 +242,9 @@ class Engine:
         for worker in self._workers:
             worker.withdraw(job)
 
-    def _drawn(self, job: Job) -> None:
-        try:
-            self._encoder.submit(self._finish_async, job)
-        except RuntimeError:  # the encoder has shut down (a stop that ran out of time)
-            self._finish_async(job)
-
-    def _finish_async(self, job: Job) -> None:
-        try:
-            job.succeed(self._encode(job))
-            log.info(
-                "job %s succeeded: %d image(s), %.2f s queued, %.2f s on the device",
-                job.id,
-                job.request.num_images,
-                job.queue_seconds(),
-                job.run_seconds(),
-            )
-        except Exception:  # an encoder failure must not leave the job "running" forever
-            log.exception("encoding the images of job %s failed", job.id)
-            job.fail_encoding(GenerationFailedError("Encoding the images failed."))
-
-    def _encode(self, job: Job) -> GenerationResult:
-        return encode_job(job, self.settings.embed_metadata)
-
     def state_metrics(self) -> Iterable[GaugeMetricFamily]:
         """Queue depths, running generations and kept jobs, read at scrape time."""
-        queued = GaugeMetricFamily(
-            "t2i_queue_depth", "Generations waiting for each device.", labels=["device"]
-        )
-        running = GaugeMetricFamily(
-            "t2i_running", "Generations on each device now.", labels=["device"]
-        )
-        for worker in self._workers:
-            name = worker.device_name or worker.device_setting
-            queued.add_metric([name], worker.queued)
-            running.add_metric([name], worker.running)
-        jobs = GaugeMetricFamily("t2i_jobs", "Jobs kept, by status.", labels=["status"])
-        for status, count in self.jobs.counts().items():
-            jobs.add_metric([status], count)
-        return [queued, running, jobs]
+        return engine_status.state_metrics(self._workers, self.jobs)
 
     def _choose(self, spec: ModelSpec) -> DeviceWorker:
-        """The least-loaded device holding `spec`, else the least-loaded that can load it."""
-        workers = self._workers
-        ready = [w for w in workers if w.state is WorkerState.READY and not w.broken(spec.name)]
-        if not ready:
-            if not workers or any(w.state is WorkerState.LOADING for w in workers):
-                raise ModelNotReadyError(f"Model '{spec.name}' is still loading; retry shortly.")
-            reasons = [w.model_errors.get(spec.name) or w.error for w in workers]
-            raise ModelUnavailableError(
-                next((r for r in reasons if r), "The server is shutting down.")
-            )
-        open_ = [w for w in ready if w.has_room()]
-        if not open_:
-            raise QueueFullError(
-                "The server is busy: every device's queue is full "
-                f"(MAX_QUEUE_SIZE={self.settings.serving.max_queue_size}). Retry later.",
-                min(w.retry_after() for w in ready),
-            )
-        holding = [w for w in open_ if spec.name in w.loaded_models]
-        return min(holding or open_, key=lambda worker: worker.pending)
+        return choose_worker(self._workers, spec, self.settings.serving.max_queue_size)
