@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.model.registry import ModelCatalog, display_path
+from backend.model.model_listing import ModelHolder, list_models
+from backend.model.registry import ModelCatalog
 from backend.model.service import DeviceStatus, EngineStatus, ModelInfo, WorkerState
 
 
@@ -70,25 +71,12 @@ def engine_status(
 
 def model_infos(catalog: ModelCatalog, workers: list[dict[str, Any]]) -> list[ModelInfo]:
     """The catalogue, with the workers each model is loaded on."""
-    return [
-        ModelInfo(
-            spec=spec,
-            folder=display_path(spec.folder),
-            exists=(spec.folder / "model_index.json").is_file(),
-            loaded_on=tuple(
-                f"{beat.get('worker')}/{beat.get('device')}"
-                for beat in workers
-                if spec.name in beat.get("models", ())
-            ),
-            default=spec.name == catalog.default.name,
-            error=next(
-                (
-                    (beat.get("model_errors") or {})[spec.name]
-                    for beat in workers
-                    if spec.name in (beat.get("model_errors") or {})
-                ),
-                None,
-            ),
+    holders = (
+        ModelHolder(
+            f"{beat.get('worker')}/{beat.get('device')}",
+            beat.get("models", ()),
+            beat.get("model_errors") or {},
         )
-        for spec in catalog.listing()
-    ]
+        for beat in workers
+    )
+    return list_models(catalog, holders)
