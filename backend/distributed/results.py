@@ -9,13 +9,12 @@ overwrite the images of the attempt that replaced it, and a reader never sees ha
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from backend.model.atomic_write import sync_folder, write_atomically
 from backend.model.types import EncodedImage
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{22}\.\d+\.\d+\.[a-z]+$")
@@ -33,9 +32,9 @@ class ResultFiles:
         described = []
         for index, image in enumerate(images):
             name = f"{job_id}.{attempt}.{index}.{image.extension}"
-            self._write(self.folder / name, image.data)
+            write_atomically(self.folder / name, image.data)
             described.append({"file": name, "media_type": image.media_type, "seed": image.seed})
-        self._sync_folder()
+        sync_folder(self.folder)
         return described
 
     def load(self, files: list[dict[str, Any]]) -> list[EncodedImage]:
@@ -75,22 +74,3 @@ class ResultFiles:
         if not _NAME.match(name):
             raise ValueError(f"not a result file name: {name!r}")
         return self.folder / name
-
-    def _write(self, path: Path, data: bytes) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-    def _sync_folder(self) -> None:
-        folder = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from backend.model.atomic_write import sync_folder, write_atomically
 from backend.model.job import Job
 from backend.model.job_owners import JobOwners
 from backend.model.job_record import JobRecord, JobStatus
@@ -80,7 +79,9 @@ class JobFiles:
 
     def _write_record(self, job_id: str, record: dict[str, Any], durable: bool) -> None:
         record["process"] = self.owners.token  # who runs it, while it is unfinished
-        self._write(self.folder / f"{job_id}.json", json.dumps(record).encode(), durable)
+        write_atomically(self.folder / f"{job_id}.json", json.dumps(record).encode(), durable)
+        if durable:  # the rename itself is durable only once the folder is
+            sync_folder(self.folder)
 
     def load(self, job_id: str) -> Job | None:
         """The job saved under `job_id`, or None."""
@@ -147,25 +148,6 @@ class JobFiles:
 
     def _write_image(self, job_id: str, index: int, image: EncodedImage) -> dict:
         name = f"{job_id}.{index}.{image.extension}"
-        self._write(self.folder / name, image.data, durable=True, sync_folder=False)
+        # Durable, but the folder is synced once, by the record written after the images.
+        write_atomically(self.folder / name, image.data, durable=True)
         return {"file": name, "media_type": image.media_type, "seed": image.seed}
-
-    def _write(self, path: Path, data: bytes, durable: bool, sync_folder: bool = True) -> None:
-        """Write `data` to `path` atomically; `durable`: on disk (fsynced) before returning."""
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                if durable:
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        if durable and sync_folder:  # the rename itself is durable only once the folder is
-            folder = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
