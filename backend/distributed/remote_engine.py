@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -22,9 +22,16 @@ from prometheus_client.core import GaugeMetricFamily
 from backend.config import Settings
 from backend.distributed.celery_app import TASK, make_celery
 from backend.distributed.job_state import generation_result, job_record, new_record
+from backend.distributed.redis_connection import (
+    WAIT_SLICE_SECONDS,
+    redis_client,
+    redis_errors,
+    redis_problem,
+    store_settings,
+)
 from backend.distributed.results import ResultFiles
-from backend.distributed.store import JobStore, StoreSettings
-from backend.distributed.worker_status import engine_status, model_infos
+from backend.distributed.store import JobStore
+from backend.distributed.worker_status import engine_status, model_infos, worker_metrics
 from backend.model.errors import (
     GenerationTimeoutError,
     JobGoneError,
@@ -50,33 +57,6 @@ from backend.model.types import (
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 1.0  # past a sync deadline, for the worker's own timeout to arrive first
-WAIT_SLICE_SECONDS = 5.0  # a sync wait re-checks Redis this often (a lost Redis shows fast)
-
-
-def store_settings(settings: Settings) -> StoreSettings:
-    """The job store's settings, derived from the server's."""
-    serving, scale = settings.serving, settings.scale_out
-    return StoreSettings(
-        prefix=scale.redis_prefix,
-        ttl_seconds=serving.job_ttl_seconds,
-        max_finished=serving.max_stored_jobs,
-        lease_seconds=scale.lease_seconds,
-        heartbeat_seconds=scale.heartbeat_seconds,
-        max_attempts=serving.job_max_attempts,
-    )
-
-
-def redis_client(settings: Settings, connections: int) -> redis.Redis:
-    """A client for BROKER_URL whose calls fail within seconds when Redis is away."""
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.scale_out.broker_url,
-        max_connections=connections,
-        timeout=10,  # waiting for a free connection
-        socket_connect_timeout=3,
-        socket_timeout=WAIT_SLICE_SECONDS + 5,  # longer than any blocking wait we make
-        health_check_interval=30,
-    )
-    return redis.Redis(connection_pool=pool)
 
 
 class RemoteEngine:
@@ -109,7 +89,7 @@ class RemoteEngine:
         timeout = self.settings.serving.request_timeout_seconds or None
         record = self._admit(request, output, timeout, None, keep=False)
         job_id = record["id"]
-        with _redis_errors():
+        with redis_errors():
             state = self._wait(job_id, timeout)
             if state is None or not JobStatus(state["status"]).final:
                 self.store.cancel(job_id)  # the worker stops it at its next step
@@ -144,7 +124,7 @@ class RemoteEngine:
         """Queue a generation to fetch later, within JOB_TIMEOUT_SECONDS."""
         timeout = self.settings.serving.job_timeout_seconds or None
         record = self._admit(request, output, timeout, owner, keep=True)
-        with _redis_errors():
+        with redis_errors():
             state = self.store.get(record["id"])
         return job_record(state or {**record, "status": "queued"})
 
@@ -155,7 +135,7 @@ class RemoteEngine:
     def cancel_job(self, job_id: str, owner: str | None = None) -> JobRecord:
         """Cancel a queued or running job; a finished one is deleted with its images."""
         state = self._state(job_id, owner)
-        with _redis_errors():
+        with redis_errors():
             if JobStatus(state["status"]).final:
                 self.store.delete(job_id, "it was deleted")
                 self.results.delete((state.get("result") or {}).get("files", []))
@@ -185,7 +165,7 @@ class RemoteEngine:
             workers = self.store.workers()
         except redis.RedisError as error:
             return engine_status(
-                self.catalog.default.name, None, _redis_problem(self.settings, error)
+                self.catalog.default.name, None, redis_problem(self.settings, error)
             )
         return engine_status(self.catalog.default.name, workers, None)
 
@@ -199,33 +179,11 @@ class RemoteEngine:
 
     def state_metrics(self) -> Iterable[GaugeMetricFamily]:
         """Outstanding jobs per model (for autoscaling) and the live workers' queues."""
-        outstanding = GaugeMetricFamily(
-            "t2i_outstanding_jobs",
-            "Jobs admitted and not finished (queued or running), by model.",
-            labels=["model"],
-        )
-        live = GaugeMetricFamily("t2i_workers", "Live worker processes (fresh heartbeats).")
-        queued = GaugeMetricFamily(
-            "t2i_queue_depth", "Generations waiting in each worker.", labels=["device"]
-        )
-        running = GaugeMetricFamily(
-            "t2i_running", "Generations on each worker's device now.", labels=["device"]
-        )
         try:
             counts, workers = self.store.outstanding_by_model(), self.store.workers()
         except redis.RedisError:
             return []  # a scrape must not fail; /health says what is wrong
-        for spec in self.catalog.listing():
-            outstanding.add_metric([spec.name], counts.get(spec.name, 0))
-        for model, count in counts.items():
-            if model not in {spec.name for spec in self.catalog.listing()}:
-                outstanding.add_metric([model], count)
-        live.add_metric([], len(workers))
-        for worker in workers:
-            name = f"{worker.get('worker')}/{worker.get('device')}"
-            queued.add_metric([name], worker.get("queued", 0))
-            running.add_metric([name], worker.get("running", 0))
-        return [outstanding, live, queued, running]
+        return worker_metrics(self.catalog, counts, workers)
 
     # --- steps ---
 
@@ -241,7 +199,7 @@ class RemoteEngine:
         seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         request = replace(request, seed=seed, model=spec.name)
         record = new_record(request, output or OutputOptions(), timeout, owner, keep)
-        with _redis_errors():
+        with redis_errors():
             admission = self.store.admit(record)
         if not admission.accepted:
             if admission.reason == "full":
@@ -276,7 +234,7 @@ class RemoteEngine:
                 return state
 
     def _state(self, job_id: str, owner: str | None) -> dict[str, Any]:
-        with _redis_errors():
+        with redis_errors():
             state = self.store.get(job_id)
             reason = self.store.gone_reason(job_id) if state is None else None
         if state is not None and state.get("keep") and state.get("owner") in (None, owner):
@@ -285,21 +243,3 @@ class RemoteEngine:
             raise JobGoneError(f"Job {job_id} is gone: {reason}.")
         # Another key's job, or a synchronous request's, reads like one that never existed.
         raise JobNotFoundError(f"No job with id {job_id[:64]!r}.")
-
-
-@contextlib.contextmanager
-def _redis_errors() -> Iterator[None]:
-    """A Redis that does not answer is a 503 for the client, never a 500."""
-    try:
-        yield
-    except redis.RedisError as error:
-        log.error("Redis error: %s", error)
-        raise ModelUnavailableError(
-            "The job store (Redis) does not answer; retry shortly."
-        ) from None
-
-
-def _redis_problem(settings: Settings, error: Exception) -> str:
-    url = settings.scale_out.broker_url
-    where = url.split("@")[-1]  # never the password
-    return f"Redis at {where} does not answer ({type(error).__name__})."

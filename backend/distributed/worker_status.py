@@ -1,8 +1,10 @@
-"""The live workers' heartbeats, read as the model layer's readiness and model listing."""
+"""The live workers' heartbeats, read as readiness, the model listing and gauges."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
 
 from backend.model.model_listing import ModelHolder, list_models
 from backend.model.registry import ModelCatalog
@@ -80,3 +82,32 @@ def model_infos(catalog: ModelCatalog, workers: list[dict[str, Any]]) -> list[Mo
         for beat in workers
     )
     return list_models(catalog, holders)
+
+
+def worker_metrics(
+    catalog: ModelCatalog, counts: dict[str, int], workers: list[dict[str, Any]]
+) -> list[GaugeMetricFamily]:
+    """Gauges of outstanding jobs per model (`counts`) and of the live workers' queues."""
+    outstanding = GaugeMetricFamily(
+        "t2i_outstanding_jobs",
+        "Jobs admitted and not finished (queued or running), by model.",
+        labels=["model"],
+    )
+    live = GaugeMetricFamily("t2i_workers", "Live worker processes (fresh heartbeats).")
+    queued = GaugeMetricFamily(
+        "t2i_queue_depth", "Generations waiting in each worker.", labels=["device"]
+    )
+    running = GaugeMetricFamily(
+        "t2i_running", "Generations on each worker's device now.", labels=["device"]
+    )
+    for spec in catalog.listing():
+        outstanding.add_metric([spec.name], counts.get(spec.name, 0))
+    for model, count in counts.items():
+        if model not in {spec.name for spec in catalog.listing()}:
+            outstanding.add_metric([model], count)
+    live.add_metric([], len(workers))
+    for worker in workers:
+        name = f"{worker.get('worker')}/{worker.get('device')}"
+        queued.add_metric([name], worker.get("queued", 0))
+        running.add_metric([name], worker.get("running", 0))
+    return [outstanding, live, queued, running]
