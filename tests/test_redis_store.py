@@ -225,6 +225,18 @@ def test_a_finished_job_leaves_no_lease_waiting_place_or_count_behind(store):
     assert store.get(job["id"])["error"] == {"code": "x"}
 
 
+def test_begin_dates_the_run_back_on_redis_clock_and_records_its_batch(store):
+    """A run reported late (or only just before its result) still shows when it began."""
+    store.heartbeat("w1", WORKER)
+    job = admitted(store)
+    claim = store.claim(job["id"], "w1")
+    assert store.begin(job["id"], "w1", claim.attempt, batch_size=3, ago=2.5)
+    assert store.finish(job["id"], "w1", claim.attempt, "succeeded", {}, None)
+    state = store.get(job["id"])
+    assert state["batch_size"] == 3
+    assert 2.5 <= state["finished_at"] - state["started_at"] < 3.5
+
+
 def test_a_stale_attempt_cannot_write_after_a_re_claim(store):
     store.heartbeat("w1", WORKER)
     job = admitted(store)

@@ -190,9 +190,12 @@ class JobStore:
             return None  # JOB_MAX_ATTEMPTS reached: the job is failed
         return Claim(attempt=int(reply[0]), record=json.loads(reply[1]))
 
-    def begin(self, job_id: str, worker_id: str, attempt: int, batch_size: int) -> bool:
-        """Mark our claimed job running; False if it is not ours any more or final."""
-        return bool(self._run("begin", job_id, worker_id, attempt, batch_size))
+    def begin(
+        self, job_id: str, worker_id: str, attempt: int, batch_size: int, ago: float = 0.0
+    ) -> bool:
+        """Mark our claimed job running since `ago` seconds; False if it is not ours any more
+        or final."""
+        return bool(self._run("begin", job_id, worker_id, attempt, batch_size, ago))
 
     def progress(self, job_id: str, worker_id: str, attempt: int, step: int, total: int) -> bool:
         """Write step/total (and extend the lease); False: stop, the job is not ours or final."""

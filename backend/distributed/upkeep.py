@@ -92,11 +92,9 @@ class Upkeep:
             runs = list(node.runs.values())
         for run in runs:
             job = run.job
-            if job.started is not None and not run.begun:
-                run.begun = True
-                if not node.store.begin(job.id, node.id, run.attempt, job.batch_size):
-                    self._stop(job, "no longer ours")
-                    continue
+            if job.started is not None and not run.begun and not node.begin(run):
+                self._stop(job, "no longer ours")
+                continue
             if run.begun and job.step != run.reported_step and job.alive:
                 run.reported_step = job.step
                 if not node.store.progress(job.id, node.id, run.attempt, job.step, job.total_steps):

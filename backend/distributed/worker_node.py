@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -43,6 +43,9 @@ class Run:
     attempt: int
     reported_step: int = -1
     begun: bool = False
+    ours: bool = True  # Redis took the begin (False: the job went final or elsewhere)
+    # Held while telling Redis the run began: a fast run's result must not overtake that.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def route(workers: list[dict], prefix: str, model: str) -> str:
@@ -96,12 +99,15 @@ class WorkerNode:
         except ModelLayerError as error:  # e.g. its model is not in this worker's MODELS_DIR
             self.store.finish(job_id, self.id, attempt, "failed", None, error.to_dict())
             return
+        run = Run(job, attempt)
         with self.runs_lock:
-            self.runs[job_id] = Run(job, attempt)
+            self.runs[job_id] = run
         try:
             self._submit(job)
             job.wait(None)
-            self._record_end(job, attempt, bool(record.get("keep")))
+            # A run shorter than the progress period has not said it began: say so first.
+            if job.started is None or self.begin(run):
+                self._record_end(job, attempt, bool(record.get("keep")))
         except ModelLayerError as error:
             self.store.finish(job_id, self.id, attempt, "failed", None, error.to_dict())
         finally:
@@ -166,6 +172,16 @@ class WorkerNode:
         # Cancelled (in Redis already) or handed back at shutdown: nothing to write.
 
     # --- helpers for upkeep and shutdown ---
+
+    def begin(self, run: Run) -> bool:
+        """Tell Redis (once) that `run` began, and when; False if the job is no longer ours."""
+        with run.lock:
+            if not run.begun:
+                run.begun = True
+                job = run.job
+                ago = time.monotonic() - job.started if job.started is not None else 0.0
+                run.ours = self.store.begin(job.id, self.id, run.attempt, job.batch_size, ago)
+            return run.ours
 
     def resend(self, job_id: str, model: str | None) -> None:
         """Send a job's id again, to the queue that suits its model now."""
