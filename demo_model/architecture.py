@@ -1,0 +1,89 @@
+"""The trained demo's components: real diffusers and transformers classes, small enough that the
+float16 weights of all of them fit in under 3 MB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TEXT_WIDTH = 64
+# v-prediction: few-step sampling and flat colours (backgrounds) come out right where epsilon
+# prediction leaves the overall colour to the starting noise.
+PREDICTION = "v_prediction"
+NATIVE_SIZE = 128  # pixels; the VAE's 8x makes 16x16 latents, the size the UNet is trained at
+
+
+def text_encoder(tokenizer: Any):  # noqa: ANN201 (transformers is imported lazily)
+    """A two-layer CLIP text encoder, 64 wide."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=2 * TEXT_WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            projection_dim=TEXT_WIDTH,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def vae():  # noqa: ANN201
+    """An AutoencoderKL with SD's 8x scale and 4 latent channels, and no attention.
+
+    Four channels per norm group at every level: a group of one channel normalizes a flat
+    colour away, and the images here are mostly flat colour."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=NATIVE_SIZE,
+        mid_block_add_attention=False,
+    )
+
+
+def unet():  # noqa: ANN201
+    """A three-level UNet2DConditionModel: cross-attention at 8x8 and 4x4 latent pixels, where
+    layout, colour and shape are decided, and the pooled prompt in every block."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=NATIVE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 48, 48),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        norm_num_groups=8,
+        cross_attention_dim=TEXT_WIDTH,
+        # The prompt, attention-pooled, joins the timestep embedding: every ResNet block hears
+        # the colours, shapes and places, not only the two cross-attention levels.
+        addition_embed_type="text",
+        addition_embed_type_num_heads=4,
+    )
+
+
+def training_scheduler():  # noqa: ANN201
+    """The noise schedule of training: SD's, so that any SD sampler fits."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=PREDICTION,
+    )
