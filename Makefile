@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model bench-model bench bench-speed run worker dev test lint format loadtest fuzz batch-fidelity images clean
+.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed run worker dev test lint format loadtest fuzz batch-fidelity images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,15 @@ install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
 
 demo-model: install  ## build the random-weight demo models (demo, demo-sdxl, demo-sd3) if missing
 	$(PY) -m backend.model.demo
+
+train-demo: install  ## train the shapes demo from scratch on the CPU (about 36 min) into models/demo-trained
+	$(PY) -m demo_model.train $(TRAIN_ARGS)
+
+train-demo-lora: install  ## train the all-green LoRA on models/demo-trained into models/lora-all-green
+	$(PY) -m demo_model.lora $(LORA_ARGS)
+
+demo-quality: install  ## how well models/demo-trained follows its prompts: colour, position, shape, against targets
+	$(PY) -m demo_model.quality $(QUALITY_ARGS)
 
 bench-model: install  ## build SD-Turbo's full-size architecture with random weights (about 5 GB) for benchmarks
 	$(PY) -m bench.bench_model
