@@ -1,6 +1,6 @@
 """A grid of prompts and what the trained demo draws for them (seed 0), as one PNG.
 
-python -m demo_model.grid [--model models/demo-trained] [--out demo-grid.png]
+python -m demo_model.grid [--model demo_model/weights] [--out demo-grid.png]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 import backend  # noqa: F401  (forces the hub offline before diffusers is imported)
+from backend.model.demo_trained import TRAINED_WEIGHTS
 
 PROMPTS = (
     "a red circle on the left and a blue square on the right, on a white background",
@@ -42,13 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: draw the grid (seed 0, the model's default steps and guidance)."""
     import torch
 
+    from demo_model.architecture import NATIVE_SIZE
     from demo_model.quality import load
 
     parser = argparse.ArgumentParser(description="Draw the demo model's prompt grid.")
-    parser.add_argument("--model", type=Path, default=Path("models/demo-trained"))
+    parser.add_argument("--model", type=Path, default=TRAINED_WEIGHTS)
     parser.add_argument("--out", type=Path, default=Path("demo-grid.png"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--size", type=int, default=NATIVE_SIZE, help="generated side, pixels")
     args = parser.parse_args(argv)
     pipeline = load(args.model)
     images = pipeline(
@@ -56,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         generator=[torch.Generator().manual_seed(0) for _ in PROMPTS],
-        width=CELL,
-        height=CELL,
+        width=args.size,
+        height=args.size,
     ).images
+    # Shown at one cell's size whatever the size drawn: pixels enlarged, not smoothed.
+    images = [image.resize((CELL, CELL), Image.Resampling.NEAREST) for image in images]
     columns = 4
     rows = (len(PROMPTS) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (CELL + 8) + 8, rows * (CELL + CAPTION + 8) + 8), "white")

@@ -4,7 +4,7 @@ The "all-green" LoRA learns to draw every shape green, whatever colour the promp
 captions keep the scene's own colours while the images are recoloured. It is what the LoRA
 feature's tests load to see a LoRA's weight change the image as expected.
 
-    python -m demo_model.lora [--base models/demo-trained] [--out models/lora-all-green]
+    python -m demo_model.lora [--base demo_model/weights] [--out models/lora-all-green]
 
 diffusers' own recipe: peft adapters of rank 4 on the UNet's attention projections, saved with
 `save_lora_weights` as float16 safetensors, with a SHA256SUMS.
@@ -47,7 +47,7 @@ def train_lora(base: Path, out: Path, steps: int, seed: int) -> None:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from demo_model.architecture import training_scheduler
+    from demo_model.architecture import NATIVE_SIZE, training_scheduler
     from demo_model.data import captions, token_ids
     from demo_model.loops import CAPTION_DROP, encode_scenes
 
@@ -67,9 +67,10 @@ def train_lora(base: Path, out: Path, steps: int, seed: int) -> None:
             target_modules=["to_k", "to_q", "to_v", "to_out.0"],
         )
     )
-    pairs = [green_scene(rng) for _ in range(3000)]
+    pairs = [green_scene(rng) for _ in range(min(3000, 32 * steps))]  # a trial run draws less
     said = [p[0] for p in pairs]
-    latents = encode_scenes(vae, [p[1] for p in pairs], 128) * vae.config.scaling_factor
+    scenes = [p[1] for p in pairs]
+    latents = encode_scenes(vae, scenes, NATIVE_SIZE) * vae.config.scaling_factor
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     schedule = training_scheduler()

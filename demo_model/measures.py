@@ -155,12 +155,17 @@ def nearest_position(mask: np.ndarray) -> str:
     return min(POSITIONS, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2)
 
 
-def find_object(image: np.ndarray, region: np.ndarray | None = None) -> Found:
-    """The biggest object in `image` (or in its `region` mask): colour, position, shape."""
+def object_mask(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of the biggest object in `image` (or in its `region` mask)."""
     mask = foreground(image)
     if region is not None:
         mask &= region
-    mask = largest_component(mask)
+    return largest_component(mask)
+
+
+def find_object(image: np.ndarray, region: np.ndarray | None = None) -> Found:
+    """The biggest object in `image` (or in its `region` mask): colour, position, shape."""
+    mask = object_mask(image, region)
     if mask.sum() < MIN_OBJECT_SHARE * mask.size:
         return Found(None, None, None)
     colours = nearest_colours(image)[mask]

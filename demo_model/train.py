@@ -24,13 +24,20 @@ import time
 from pathlib import Path
 
 import backend  # noqa: F401  (forces the hub offline before diffusers is imported)
+from backend.model.demo_trained import CHECKSUMS, TRAINED_WEIGHTS
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "demo-trained"
-CHECKSUMS = "SHA256SUMS"
+WEIGHTS = TRAINED_WEIGHTS  # the committed weights: a default run reproduces them
 
 
-def build_trained_pipeline(  # noqa: ANN201
-    seed: int, vae_steps: int, diffusion_steps: int, scenes_count: int, vae_from: Path | None = None
+def build_trained_pipeline(  # noqa: ANN201, PLR0917
+    seed: int,
+    vae_steps: int,
+    diffusion_steps: int,
+    scenes_count: int,
+    vae_from: Path | None = None,
+    sides: dict[int, float] | None = None,
+    text_steps: int = 400,
+    batch_size: int = 64,
 ):
     """Train every component (steps 1-3) and return the float32 pipeline."""
     import torch
@@ -38,6 +45,7 @@ def build_trained_pipeline(  # noqa: ANN201
 
     from backend.model.demo import euler_scheduler
     from demo_model import architecture
+    from demo_model.caption_targets import Heads, pretrain_text
     from demo_model.data import scenes
     from demo_model.loops import encode_scenes, train_diffusion, train_vae
     from demo_model.tokenizer import build_tokenizer
@@ -54,6 +62,9 @@ def build_trained_pipeline(  # noqa: ANN201
         architecture.unet(),
         architecture.text_encoder(tokenizer),
     )
+    # 0. the text encoder learns what captions say (from its own stream of the seed)
+    heads = Heads(architecture.TEXT_WIDTH)
+    pretrain_text(text_encoder, heads, tokenizer, random.Random(seed + 1), text_steps, log)
     # 1. the autoencoder (or, to try changes to the rest, one trained before)
     if vae_from is None:
         train_vae(vae, random.Random(seed), vae_steps, log)
@@ -68,17 +79,18 @@ def build_trained_pipeline(  # noqa: ANN201
     # 2. the latents, at both trained sizes. Each stage draws from its own stream of the seed,
     # so a run on a saved VAE (--vae-from) trains the same UNet as a whole run.
     rng = random.Random(seed)
+    sides = sides or architecture.TRAIN_SIDES
     pools = {}
-    for side, count in ((8, scenes_count // 4), (16, scenes_count)):
-        batch = scenes(rng, count)
-        pools[side] = (batch, encode_scenes(vae, batch, side * 8))
-    scale = 1.0 / pools[16][1].std().item()
+    for side, share in sorted(sides.items()):
+        batch = scenes(rng, max(256, round(scenes_count * share)))
+        pools[side] = (share, batch, encode_scenes(vae, batch, side * 8))
+    scale = 1.0 / pools[architecture.NATIVE_SIZE // 8][2].std().item()
     vae.register_to_config(scaling_factor=round(scale, 5))
     pools = {
-        side: (batch, latents * vae.config.scaling_factor)
-        for side, (batch, latents) in pools.items()
+        side: (share, batch, latents * vae.config.scaling_factor)
+        for side, (share, batch, latents) in pools.items()
     }
-    log(f"encoded {sum(len(b) for b, _ in pools.values())} scenes; scaling factor {scale:.5f}")
+    log(f"encoded {sum(len(b) for _, b, _ in pools.values())} scenes; scaling factor {scale:.5f}")
     # 3. the denoiser and its text encoder
     train_diffusion(
         unet,
@@ -89,6 +101,8 @@ def build_trained_pipeline(  # noqa: ANN201
         rng,
         diffusion_steps,
         log,
+        heads,
+        batch_size,
     )
     sampler = euler_scheduler()
     sampler.register_to_config(prediction_type=architecture.PREDICTION)
@@ -131,18 +145,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="folder to save the pipeline in")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (fixes the bytes)")
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--diffusion-steps", type=int, default=2500)
-    parser.add_argument("--scenes", type=int, default=12000, help="training scenes at 128x128")
+    parser.add_argument("--text-steps", type=int, default=200)
+    parser.add_argument("--vae-steps", type=int, default=2400)
+    parser.add_argument("--diffusion-steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64, help="the UNet's training batch")
+    parser.add_argument("--scenes", type=int, default=16000, help="training scenes, all sizes")
     parser.add_argument("--quick", action="store_true", help="a few minutes' run, to try changes")
     parser.add_argument("--vae-from", type=Path, help="reuse this saved VAE folder (experiments)")
+    parser.add_argument(
+        "--sides", help="latent sides and their batch shares, as 8:0.7,16:0.3 (experiments)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.vae_steps, args.diffusion_steps, args.scenes = 300, 600, 4000
+        args.text_steps, args.vae_steps, args.diffusion_steps, args.scenes = 50, 300, 600, 4000
+    sides = None
+    if args.sides:
+        pairs = (item.split(":") for item in args.sides.split(","))
+        sides = {int(side): float(share) for side, share in pairs}
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     pipeline = build_trained_pipeline(
-        args.seed, args.vae_steps, args.diffusion_steps, args.scenes, args.vae_from
+        args.seed,
+        args.vae_steps,
+        args.diffusion_steps,
+        args.scenes,
+        args.vae_from,
+        sides,
+        args.text_steps,
+        args.batch_size,
     )
     save_weights(pipeline, args.out)
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())

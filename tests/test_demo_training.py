@@ -10,6 +10,8 @@ import sys
 import numpy as np
 
 from backend.config import ROOT
+from backend.model.demo_trained import TRAINED_WEIGHTS
+from demo_model.caption_targets import labels
 from demo_model.measures import find_object
 from demo_model.scenes import random_scene, render
 from demo_model.tokenizer import build_tokenizer
@@ -23,7 +25,8 @@ def test_training_is_deterministic_and_a_saved_vae_trains_the_same_unet(tmp_path
     def train(name: str, *extra: str) -> str:
         out = tmp_path / name
         command = [sys.executable, "-m", "demo_model.train", "--out", str(out), *extra]
-        command += ["--vae-steps", "2", "--diffusion-steps", "2", "--scenes", "64"]
+        command += ["--text-steps", "2", "--vae-steps", "2", "--diffusion-steps", "2"]
+        command += ["--scenes", "64"]
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
         return (out / CHECKSUMS).read_text()
 
@@ -56,3 +59,44 @@ def test_the_measures_read_the_renderers_own_scenes_right():
         assert (found.colour, found.shape) == (obj.colour, obj.shape)
         if obj.position is not None:
             assert found.position == obj.position
+
+
+def test_caption_labels_bind_each_detail_to_its_object():
+    said = labels(
+        "a small red circle on the left and a blue shape on the right, on a gray background"
+    )
+    assert {k: v for k, v in said.items() if v != "-"} == {
+        "count": "2",
+        "background": "gray",
+        "colour0": "red",
+        "shape0": "circle",
+        "position0": "left",
+        "size0": "small",
+        "colour1": "blue",
+        "position1": "right",
+    }
+    assert labels("")["count"] == "0"
+    assert labels("star")["shape0"] == "star"
+
+
+def test_the_lora_trainer_writes_a_lora_that_diffusers_loads_and_that_acts(tmp_path):
+    import torch
+
+    from demo_model.quality import load
+
+    out = tmp_path / "lora"
+    command = [sys.executable, "-m", "demo_model.lora", "--out", str(out), "--steps", "20"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [CHECKSUMS, "pytorch_lora_weights.safetensors"]
+    assert (out / files[1]).stat().st_size < 200_000
+    pipeline = load(TRAINED_WEIGHTS)  # as the server loads it: safetensors only, float32
+
+    def draw() -> np.ndarray:
+        generator = torch.Generator().manual_seed(0)
+        image = pipeline("a red circle", num_inference_steps=4, generator=generator).images[0]
+        return np.asarray(image, dtype=np.int16)
+
+    without = draw()
+    pipeline.load_lora_weights(out)
+    assert np.abs(draw() - without).mean() > 1.0  # its weights change the image
