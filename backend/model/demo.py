@@ -1,17 +1,13 @@
-"""Build the tiny random-weight demo model with the real diffusers and transformers classes.
+"""Build the tiny random-weight demo models with the real diffusers and transformers classes.
 
-It draws abstract noise, fast: it exists so the server can be tried and tested without
-downloading anything, and it is loaded through exactly the same code path as a real model.
-
-    python -m backend.model.demo                  # all three into MODELS_DIR, if missing
-    python -m backend.model.demo demo-sdxl        # just one of them
-    python -m backend.model.demo demo --output D  # into folder D
-    python -m backend.model.demo --if-default     # only the default model, if it is a demo
+They draw abstract noise, fast: they exist so every family can be tried and tested without
+downloading anything, loaded through exactly the same code path as a real model. `demo` itself
+is the trained shapes model (`backend/model/demo_trained.py`); family "sd" here is its
+random-weight twin. The command line is `backend/model/demo_install.py`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -259,46 +255,7 @@ def save_pipeline(pipeline: Any, folder: Path) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: build demo models where the settings (or --output) say."""
-    from backend.config import ConfigError, load_settings
-    from backend.model.registry import display_path, resolve_model
-
-    parser = argparse.ArgumentParser(description="Build the tiny random-weight demo models.")
-    parser.add_argument(
-        "names", nargs="*", choices=[[], *DEMO_FAMILIES], help="demo models (default: all three)"
-    )
-    parser.add_argument("--output", type=Path, help="folder to write one demo model into")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
-    parser.add_argument(
-        "--if-default", action="store_true", help="only the default model, if it is a demo"
-    )
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
-    targets = [(name, settings.models_dir / name) for name in args.names or DEMO_FAMILIES]
-    if args.if_default:
-        spec = resolve_model(settings.default_model, settings.models_dir)
-        targets = [(spec.name, spec.folder)] if spec.name in DEMO_FAMILIES else []
-    elif args.output:
-        targets = [(targets[0][0], args.output)]
-    for name, folder in targets:
-        if (folder / "model_index.json").is_file() and not args.force:
-            print(f"demo model already at {display_path(folder)}")
-            continue
-        try:
-            save_demo_model(folder, DEMO_FAMILIES[name])
-        except OSError as error:
-            print(
-                f"cannot write the demo model to {display_path(folder)}: {error}", file=sys.stderr
-            )
-            return 1
-        print(f"demo model written to {display_path(folder)}")
-    return 0
-
-
 if __name__ == "__main__":
+    from backend.model.demo_install import main
+
     sys.exit(main())
