@@ -12,6 +12,8 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY backend/ backend/
+# The trained demo's committed weights: `--if-default` below installs them as models/demo.
+COPY demo_model/weights/ demo_model/weights/
 COPY gunicorn.conf.py .env ./
 COPY models/README.md models/
 
@@ -24,5 +26,5 @@ USER 1000
 
 # 5000: the API (PORT); 9200: a scale-out worker's own /health and /metrics (WORKER_PORT).
 EXPOSE 5000 9200
-# Build the demo model first when it is the configured default and missing, then serve.
+# Install the demo model first when it is the configured default and not there yet, then serve.
 CMD ["sh", "-c", "python -m backend.model.demo --if-default && exec gunicorn -c gunicorn.conf.py"]

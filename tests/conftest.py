@@ -13,6 +13,7 @@ import requests
 import backend  # noqa: F401  (hub offline before anything imports diffusers)
 from backend.main import create_app
 from backend.model.demo import save_demo_model
+from backend.model.demo_trained import install_trained_demo
 from bench.server import Server, server_env
 
 LOAD_TIMEOUT = 120.0
@@ -55,9 +56,9 @@ SPEED = {
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A MODELS_DIR holding a freshly generated demo model."""
+    """A MODELS_DIR holding the demo model, installed as `make demo-model` installs it."""
     folder = tmp_path_factory.mktemp("models")
-    save_demo_model(folder / "demo")
+    install_trained_demo(folder / "demo")
     return folder
 
 

@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import pixels, png_size
+from helpers import DEMO_SIZE, pixels, png_size
 from PIL import Image
 
 URL = "/image/generate"
@@ -23,7 +23,7 @@ def test_several_images_come_as_a_zip_named_by_seed(client):
         names = archive.namelist()
         assert names == ["01-100.png", "02-101.png", "03-102.png"]
         images = [archive.read(name) for name in names]
-    assert all(png_size(image) == (256, 256) for image in images)
+    assert all(png_size(image) == DEMO_SIZE for image in images)
     assert len(set(images)) == 3
 
 
@@ -113,8 +113,8 @@ def test_png_metadata_names_the_model_own_scheduler_and_each_seed(client):
             Image.open(io.BytesIO(archive.read(n))).text["parameters"] for n in archive.namelist()
         ]
     assert texts == [
-        "x\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 256x256, Model: demo",
-        "x\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 6, Size: 256x256, Model: demo",
+        "x\nSteps: 10, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, Model: demo",
+        "x\nSteps: 10, Sampler: Euler, CFG scale: 7, Seed: 6, Size: 64x64, Model: demo",
     ]
 
 

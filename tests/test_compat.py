@@ -6,7 +6,7 @@ import base64
 import io
 
 import pytest
-from helpers import png_size
+from helpers import DEMO_SIZE, png_size
 from PIL import Image
 
 PATHS = ["/image/generate", "/generate", "/generate-image"]
@@ -16,7 +16,7 @@ PATHS = ["/image/generate", "/generate", "/generate-image"]
 def test_prompt_alone_works_on_every_path(client, path):
     response = client.post(path, json={"prompt": "a cinematic shot of 3 maneki neko"})
     assert response.status_code == 200
-    assert png_size(response.data) == (256, 256)
+    assert png_size(response.data) == DEMO_SIZE
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -56,7 +56,7 @@ def test_seed_001_request_gets_message_and_image_data(json_client):
     }
     payload = json_client.post("/image/generate", json=body).get_json()
     assert payload["message"] == "Image generated successfully"
-    assert png_size(base64.b64decode(payload["image_data"])) == (256, 256)
+    assert png_size(base64.b64decode(payload["image_data"])) == DEMO_SIZE
 
 
 def test_seed_002_request_gets_image(json_client):

@@ -92,7 +92,7 @@ def test_relative_models_dir_is_taken_from_the_repository(env_file, monkeypatch,
         ("sd-1.5", Family.SD, 50, 7.5, 512),
         ("sd-2.1", Family.SD, 50, 7.5, 768),
         ("sd3-medium", Family.SD3, 28, 7.0, 1024),
-        ("demo", Family.SD, 4, 5.0, 256),
+        ("demo", Family.SD, 10, 5.0, 64),
     ],
 )
 def test_catalogue_defaults(name, family, steps, guidance, size):

@@ -107,7 +107,7 @@ def test_sd3_drop_t5_loads_it_without_t5(make_app, sd3_without_t5_files):
 
 
 def test_demo_cli_builds_every_family_and_one_on_request(tmp_path, monkeypatch):
-    from backend.model.demo import main
+    from backend.model.demo_install import main
 
     monkeypatch.setenv("MODELS_DIR", str(tmp_path / "all"))
     assert main([]) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from helpers import png_size
+from helpers import DEMO_SIZE, png_size
 
 from backend.model.engine import MAX_SEED
 
@@ -31,9 +31,9 @@ def test_prompt_alone_gets_the_model_defaults(client):
     assert parameters | {"seed": 0} == {
         "prompt": "a cat",
         "negative_prompt": "",
-        "width": 256,
-        "height": 256,
-        "steps": 4,
+        "width": 64,
+        "height": 64,
+        "steps": 10,
         "guidance_scale": 5.0,
         "seed": 0,
         "num_images": 1,
@@ -145,7 +145,7 @@ def test_negative_prompt_changes_the_image_when_guided(client):
 def test_any_text_prompt_works(client, prompt):
     response = client.post(URL, json={"prompt": prompt, "seed": 11})
     assert response.status_code == 200
-    assert png_size(response.data) == (256, 256)
+    assert png_size(response.data) == DEMO_SIZE
 
 
 def test_nulls_in_optional_fields_mean_defaults(client):
@@ -160,7 +160,7 @@ def test_nulls_in_optional_fields_mean_defaults(client):
     }
     response = client.post(URL, json=body, headers={"Accept": "application/json"})
     assert response.status_code == 200
-    assert response.get_json()["parameters"]["width"] == 256
+    assert response.get_json()["parameters"]["width"] == 64
 
 
 def test_whole_numbers_written_loosely_are_accepted(client):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import png_size
+from helpers import DEMO_SIZE, png_size
 
 pytestmark = [
     pytest.mark.gpu,
@@ -36,7 +36,7 @@ def test_cpu_offload_generates_and_keeps_weights_off_the_gpu(make_app, offload):
 
     app = gpu_app(make_app, CPU_OFFLOAD=offload)
     response = app.test_client().post(URL, json={"prompt": "x", "seed": 1})
-    assert png_size(response.data) == (256, 256)
+    assert png_size(response.data) == DEMO_SIZE
     torch.cuda.synchronize()
     # Between requests the offloaded pipeline's weights sit in host memory.
     assert torch.cuda.memory_allocated(0) < resident_bytes

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 from diffusers.models.attention_processor import SlicedAttnProcessor
-from helpers import png_size
+from helpers import DEMO_SIZE, png_size
 
 URL = "/image/generate"
 
@@ -23,7 +23,7 @@ def test_slicing_settings_reach_the_pipeline(make_app):
     # Sliced, a batch still comes out whole.
     response = app.test_client().post(URL, json={"prompt": "x", "n": 2, "response_format": "json"})
     images = [base64.b64decode(image) for image in response.get_json()["images"]]
-    assert [png_size(image) for image in images] == [(256, 256), (256, 256)]
+    assert [png_size(image) for image in images] == [DEMO_SIZE, DEMO_SIZE]
 
 
 @pytest.mark.parametrize(("setting", "expected"), [("auto", True), ("false", False)])
@@ -82,7 +82,7 @@ def test_out_of_memory_is_507_and_the_next_request_succeeds(oom_once, caplog):
     assert "20.00 GiB" not in error  # the device's own message stays in the server
     assert "memory released" in caplog.text
     assert client.get("/health").status_code == 200
-    assert png_size(client.post(URL, json={"prompt": "x"}).data) == (256, 256)
+    assert png_size(client.post(URL, json={"prompt": "x"}).data) == DEMO_SIZE
 
 
 def test_out_of_memory_in_openai_shape_under_v1(oom_once):

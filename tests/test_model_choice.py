@@ -24,7 +24,7 @@ def test_models_lists_present_and_absent_models(make_app, two_models_dir):
         "loaded_on": ["cpu"],
         "default": True,
         "family": "sd",
-        "defaults": {"steps": 4, "guidance_scale": 5.0, "width": 256, "height": 256},
+        "defaults": {"steps": 10, "guidance_scale": 5.0, "width": 64, "height": 64},
         "error": None,
     }
     assert by_name["demo"]["folder"].endswith("demo")
@@ -128,5 +128,5 @@ def test_each_model_brings_its_own_defaults(make_app, two_models_dir):
         return response.get_json()["parameters"]
 
     # 'other' is not a catalogue name: SD family defaults, at the size its configs give.
-    assert (parameters()["steps"], parameters(model="other")["steps"]) == (4, 50)
-    assert parameters(model="other")["width"] == 256
+    assert (parameters()["steps"], parameters(model="other")["steps"]) == (10, 50)
+    assert parameters(model="other")["width"] == 64

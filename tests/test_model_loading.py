@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import png_size
+from helpers import DEMO_SIZE, png_size
 
 URL = "/image/generate"
 
@@ -86,7 +86,7 @@ def test_a_path_to_a_catalogue_named_folder_keeps_its_defaults(make_app, models_
     response = app.test_client().post(URL, json={"prompt": "x"})
     assert response.status_code == 200
     assert response.headers["X-Model"] == "demo"
-    assert png_size(response.data) == (256, 256)
+    assert png_size(response.data) == DEMO_SIZE
 
 
 def test_an_unknown_folder_name_gets_its_family_defaults(make_app, demo_copy):
@@ -95,9 +95,9 @@ def test_an_unknown_folder_name_gets_its_family_defaults(make_app, demo_copy):
     body = app.test_client().post(URL, json={"prompt": "x"}, headers={"Accept": "application/json"})
     parameters = body.get_json()["parameters"]
     assert parameters["model"] == "my-finetune"
-    # SD family defaults, at the model's native size read from its configs (32 latents x 8).
+    # SD family defaults, at the model's native size read from its configs (8 latents x 8).
     assert (parameters["steps"], parameters["guidance_scale"]) == (50, 7.5)
-    assert (parameters["width"], parameters["height"]) == (256, 256)
+    assert (parameters["width"], parameters["height"]) == DEMO_SIZE
 
 
 def test_a_bare_folder_name_is_looked_up_in_models_dir(make_app, demo_copy):

@@ -40,6 +40,7 @@ LINKED_FROM_README = [
     "docs/deployment.md",
     "docs/development.md",
     "docs/scaling-out.md",
+    "docs/demo-model.md",
 ]
 README_MAX_LINES = 150
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ServerProcess, launch_server
-from helpers import assert_nearly_identical, png_size
+from helpers import DEMO_SIZE, assert_nearly_identical, png_size
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def test_http_errors_are_json_and_the_server_keeps_serving(server):
     assert_json_error(requests.post(url, json={"prompt": "x", "width": 10**9}, timeout=10), 400)
     assert_json_error(requests.get(url, timeout=10), 405)
     assert_json_error(requests.get(f"{server.url}/nothing-here", timeout=10), 404)
-    assert png_size(generate_ok(server.url)) == (256, 256)
+    assert png_size(generate_ok(server.url)) == DEMO_SIZE
 
 
 def test_concurrent_clients_all_get_their_image_and_ping_stays_up(server):
@@ -156,7 +156,7 @@ def test_make_run_builds_the_missing_demo_and_serves_on_port_from_env(start_serv
     proc.wait_until_healthy()
     assert (models / "demo" / "model_index.json").is_file()
     image = generate_ok(proc.url)
-    assert png_size(image) == (256, 256)
+    assert png_size(image) == DEMO_SIZE
     assert "demo model written to" in proc.log()
     # The log line gunicorn prints proves the port came from the environment, not .env.
     assert f"Listening at: http://127.0.0.1:{proc.port}" in proc.log()
@@ -168,4 +168,4 @@ def test_development_server_serves_the_same_app(start_server):
     proc = start_server([sys.executable, "-m", "backend.main"])
     proc.wait_for_ping()
     proc.wait_until_healthy()
-    assert png_size(generate_ok(proc.url)) == (256, 256)
+    assert png_size(generate_ok(proc.url)) == DEMO_SIZE

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from helpers import png_size
+from helpers import DEMO_SIZE, png_size
 
 # Heavy enough on the demo model that several queue up behind each other.
 SLOW = {"prompt": "slow", "width": 384, "height": 384, "steps": 16}
@@ -80,4 +80,4 @@ def test_a_crashed_worker_is_replaced_and_serves_again(start_server):
     server.wait_for_ping()
     server.wait_until_healthy()
     response = requests.post(f"{server.url}/image/generate", json={"prompt": "back"}, timeout=60)
-    assert response.status_code == 200 and png_size(response.content) == (256, 256)
+    assert response.status_code == 200 and png_size(response.content) == DEMO_SIZE

@@ -196,7 +196,7 @@ def tiny_models_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     """The demo model with a tiny VAE for it in taesd/."""
     folder = tmp_path_factory.mktemp("tiny")
     shutil.copytree(models_dir / "demo", folder / "demo")
-    save_pipeline(build_tiny_vae(latent_channels=4, seed=7), folder / "taesd")
+    save_pipeline(build_tiny_vae(latent_channels=16, seed=7), folder / "taesd")
     return folder
 
 
@@ -220,8 +220,8 @@ def test_tiny_vae_missing_names_its_folder(make_app):
 
 def test_tiny_vae_for_another_latent_space_is_refused(make_app, models_dir, tmp_path):
     shutil.copytree(models_dir / "demo", tmp_path / "demo")
-    save_pipeline(build_tiny_vae(latent_channels=16), tmp_path / "taesd")  # SD3's latents
+    save_pipeline(build_tiny_vae(latent_channels=4), tmp_path / "taesd")  # SD's usual latents
     app = make_app(**{**OFF, "TINY_VAE": "true"}, MODELS_DIR=str(tmp_path))
     response = app.test_client().post(URL, json={"prompt": "x", **SMALL})
     assert response.status_code == 503
-    assert "16-channel" in response.get_json()["error"]
+    assert "4-channel" in response.get_json()["error"]

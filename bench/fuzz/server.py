@@ -7,14 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import backend  # noqa: F401  (hub offline before anything imports diffusers)
-from backend.model.demo import save_demo_model
+from backend.model.demo_trained import install_trained_demo, is_installed
 from bench.server import Server, server_env
 
 API_KEY = "fuzz-key-0123456789abcdef"
 ORIGIN = "https://fuzz.example"
 # Small limits, so that what the fuzzer gets accepted stays cheap: at most 128x64 pixels, 2 steps
-# and 2 images (about 0.1 s on a CPU; the demo model's own 256x256 is refused as too many
-# pixels, so only explicit small sizes get drawn). A queue the fuzzers do not fill (a full
+# and 2 images (well under 0.1 s on a CPU; the demo model's own 64x64 fits, and its 10 default
+# steps are cut to the limit). A queue the fuzzers do not fill (a full
 # queue's 503 with Retry-After is documented: no failure for the hostile part). API keys, CORS
 # and LOG_PROMPTS are on: their handling of headers and bodies is fuzzed too. Every other
 # setting is pinned, so that a developer's .env cannot change what is fuzzed.
@@ -57,8 +57,8 @@ def fuzz_server(workdir: Path, models: Path | None = None) -> Iterator[Server]:
     """A healthy server on the demo model of `models` (default: built in `workdir`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     models = models or workdir / "models"
-    if not (models / "demo" / "model_index.json").is_file():
-        save_demo_model(models / "demo")
+    if not is_installed(models / "demo"):
+        install_trained_demo(models / "demo")
     env = server_env(SETTINGS, MODELS_DIR=models, JOBS_DIR=workdir / "jobs")
     server = Server(env, workdir / "server.log")
     try:
