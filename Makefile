@@ -24,16 +24,16 @@ install: $(VENV)/.runtime  ## create .venv with the runtime packages
 
 install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
 
-demo-model: install  ## build the random-weight demo models (demo, demo-sdxl, demo-sd3) if missing
+demo-model: install  ## install the trained demo (checksums verified) and build the random-weight demo-sdxl, demo-sd3
 	$(PY) -m backend.model.demo
 
-train-demo: install  ## train the shapes demo from scratch on the CPU (about 36 min) into models/demo-trained
+train-demo: install  ## train the shapes demo from scratch on the CPU (under 30 min): reproduces demo_model/weights
 	$(PY) -m demo_model.train $(TRAIN_ARGS)
 
-train-demo-lora: install  ## train the all-green LoRA on models/demo-trained into models/lora-all-green
+train-demo-lora: install  ## train the all-green LoRA on demo_model/weights into models/lora-all-green
 	$(PY) -m demo_model.lora $(LORA_ARGS)
 
-demo-quality: install  ## how well models/demo-trained follows its prompts: colour, position, shape, against targets
+demo-quality: install  ## how well the trained demo follows its prompts: colour, position, shape, against targets
 	$(PY) -m demo_model.quality $(QUALITY_ARGS)
 
 bench-model: install  ## build SD-Turbo's full-size architecture with random weights (about 5 GB) for benchmarks
@@ -80,8 +80,9 @@ FUZZ_SECONDS ?= 120
 fuzz: install-dev  ## FUZZ_SECONDS (120) of schemathesis + hostile requests on gunicorn: no 5xx, all documented
 	$(PY) -m bench.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
-images: install  ## draw the diagrams in docs/ from their sources (docs/diagrams/*.toml) into .images/
+images: install  ## draw the diagrams (docs/diagrams/*.toml) and the demo's prompt grid into .images/
 	$(PY) docs/diagrams/draw.py docs/diagrams/*.toml --out .images
+	$(PY) -m demo_model.grid --out .images/demo-grid.png
 
 batch-fidelity: install  ## how far micro-batched images differ from solo ones (max difference, PSNR)
 	$(PY) -m backend.model.demo
