@@ -1,10 +1,11 @@
-"""Train the shapes demo from nothing, on the CPU: `make train-demo` (about 36 minutes on 2 cores).
+"""Train the shapes demo from nothing, on the CPU: `make train-demo` (29 minutes on 2 cores).
 
-    python -m demo_model.train                      # into models/demo-trained, with SHA256SUMS
+    python -m demo_model.train                      # into demo_model/weights, with SHA256SUMS
     python -m demo_model.train --out D --quick      # a short run into D, to try changes
     python -m demo_model.train --vae-from D/vae     # reuse a trained VAE: the same UNet as a
-                                                    # whole run, 14 minutes sooner
+                                                    # whole run, 7 minutes sooner
 
+0. the text encoder learns to name what captions say (caption_targets.py);
 1. the VAE learns to rebuild rendered scenes (it is an autoencoder first);
 2. every training scene is encoded once, and the latents' spread sets the VAE's scaling factor;
 3. the UNet and the text encoder learn to denoise those latents from their captions, with 10%
