@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,10 +244,18 @@ def save_demo_model(folder: Path, family: str = "sd", seed: int = DEMO_SEED) -> 
 def save_pipeline(pipeline: Any, folder: Path) -> Path:
     """Write `pipeline` (or one model) to `folder` as safetensors, atomically: a reader never
     sees half."""
+    return write_folder(
+        folder, lambda staging: pipeline.save_pretrained(staging, safe_serialization=True)
+    )
+
+
+def write_folder(folder: Path, fill: Callable[[Path], Any]) -> Path:
+    """Let `fill` write into a staging folder beside `folder`, then swap it in: a reader never
+    sees half, and a failed `fill` leaves `folder` as it was."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        pipeline.save_pretrained(staging, safe_serialization=True)
+        fill(staging)
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from pathlib import Path
+
+from backend.model.demo import write_folder
 
 TRAINED_WEIGHTS = Path(__file__).resolve().parents[2] / "demo_model" / "weights"
 CHECKSUMS = "SHA256SUMS"
@@ -52,15 +53,10 @@ def is_installed(target: Path, source: Path = TRAINED_WEIGHTS) -> bool:
 def install_trained_demo(target: Path, source: Path = TRAINED_WEIGHTS) -> Path:
     """Copy the verified weights to `target`, atomically: a reader never sees half."""
     listed = verify_trained_weights(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def copy(staging: Path) -> None:
         for name in [*listed, CHECKSUMS]:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, staging / name)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return write_folder(target, copy)
