@@ -4,7 +4,10 @@
 - **position**: the named position whose anchor is nearest the object's centroid;
 - **shape**: a ring has a hole; the other shapes are told apart by fill ratio (area over
   bounding box) and corner count (peaks in the distance from the centroid to the outline, by
-  angle), compared with the renderer's own clean shapes.
+  angle), compared with the renderer's own clean shapes at the native size.
+
+An object is the largest connected region unlike the background, cut where its pixels turn
+nearer the background's colour than its own.
 
 Every function takes an RGB image as a (height, width, 3) uint8 array.
 """
@@ -23,6 +26,9 @@ PALETTE_NAMES = tuple(COLOURS)
 PALETTE = np.array([COLOURS[name] for name in PALETTE_NAMES], dtype=np.float32)
 FOREGROUND_DISTANCE = 80.0  # RGB distance from the background that makes a pixel foreground
 MIN_OBJECT_SHARE = 0.004  # an object smaller than this share of the image is no object
+# A corner miscounted weighs as much as a twentieth off the fill ratio, and at most two are
+# counted: fill tells most shapes apart, corners only triangles from stars.
+CORNER_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -120,19 +126,26 @@ def shape_features(mask: np.ndarray) -> tuple[float, int]:
     smooth = (np.roll(profile, 1) + profile + np.roll(profile, -1)) / 3
     window = 5  # a corner is the farthest point within 25 degrees either side
     neighbours = np.stack([np.roll(smooth, k) for k in range(-window, window + 1)])
-    peaks = (smooth >= neighbours.max(axis=0)) & (smooth > 1.1 * smooth.mean())
-    return float(fill), int(peaks.sum())
+    # A corner stands out by a tenth of the mean radius and at least a pixel: a small
+    # circle's steps of one pixel are no corners.
+    peaks = (smooth >= neighbours.max(axis=0)) & (
+        smooth > max(1.1 * smooth.mean(), smooth.mean() + 1)
+    )
+    # A corner whose farthest point spans two bins ties with itself: count runs, not bins.
+    return float(fill), int((peaks & ~np.roll(peaks, 1)).sum())
 
 
 @cache
 def _prototypes() -> dict[str, tuple[float, int]]:
-    """The features of the renderer's own clean shapes (ring aside: it has its hole)."""
+    """The features of the renderer's own clean shapes at the demo's native size (ring aside:
+    it has its hole)."""
+    from demo_model.architecture import NATIVE_SIZE
     from demo_model.scenes import Scene, Shape, render
 
     found = {}
     for shape in SHAPES:
         scene = Scene("white", (Shape("black", shape, "medium", "centre", 0.5, 0.5),))
-        found[shape] = shape_features(foreground(np.asarray(render(scene, 128))))
+        found[shape] = shape_features(foreground(np.asarray(render(scene, NATIVE_SIZE))))
     return found
 
 
@@ -144,7 +157,10 @@ def classify_shape(mask: np.ndarray) -> str:
     candidates = {k: v for k, v in _prototypes().items() if k != "ring"}
     return min(
         candidates,
-        key=lambda name: abs(fill - candidates[name][0]) / 0.1 + abs(corners - candidates[name][1]),
+        key=lambda name: (
+            abs(fill - candidates[name][0]) / 0.1
+            + CORNER_WEIGHT * min(2, abs(corners - candidates[name][1]))
+        ),
     )
 
 
@@ -156,11 +172,26 @@ def nearest_position(mask: np.ndarray) -> str:
 
 
 def object_mask(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
-    """The pixels of the biggest object in `image` (or in its `region` mask)."""
-    mask = foreground(image)
+    """The pixels of the biggest object in `image` (or in its `region` mask), cut where the
+    object's colour and the background's meet.
+
+    A fixed distance from the background would count an edge's blur as object: a soft star
+    would read as a blob. So the object's colour is taken from its core (the half of the rough
+    mask farthest from the background), and a pixel belongs to the object where it is nearer
+    that colour than the background's."""
+    background = background_of(image)
+    rough = foreground(image, background)
     if region is not None:
-        mask &= region
-    return largest_component(mask)
+        rough &= region
+    rough = largest_component(rough)
+    if not rough.any():
+        return rough
+    pixels = image.astype(np.float32)
+    from_background = np.sqrt(((pixels - background) ** 2).sum(axis=2))
+    core = rough & (from_background >= np.median(from_background[rough]))
+    colour = np.median(pixels[core], axis=0)
+    nearer = np.sqrt(((pixels - colour) ** 2).sum(axis=2)) < from_background
+    return largest_component(rough & nearer)
 
 
 def find_object(image: np.ndarray, region: np.ndarray | None = None) -> Found:

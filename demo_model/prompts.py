@@ -23,12 +23,13 @@ _SEEN = (
 )
 _POSITIONS = ("left", "right", "top", "bottom", "centre")
 _BACKGROUNDS = ("white", "black", "gray", "white")
-# Two objects: (colour, shape) each, in the pair of places of PAIRS[index].
+# Two objects: (colour, shape) each, in the pair of places of PAIRS[index], on a background
+# that is neither object's colour (training never hides an object in its background).
 _TWO = (
-    (("red", "circle"), ("blue", "square"), 0),
-    (("yellow", "triangle"), ("green", "circle"), 1),
-    (("white", "star"), ("orange", "square"), 0),
-    (("cyan", "circle"), ("red", "triangle"), 1),
+    (("red", "circle"), ("blue", "square"), 0, "white"),
+    (("yellow", "triangle"), ("green", "circle"), 1, "black"),
+    (("white", "star"), ("orange", "square"), 0, "gray"),
+    (("cyan", "circle"), ("red", "triangle"), 1, "black"),
 )
 
 
@@ -70,8 +71,8 @@ def quality_prompts() -> list[Prompt]:
         background = _BACKGROUNDS[index % len(_BACKGROUNDS)]
         found.append(_prompt((Asked(colour, shape, position),), background))
     found += [_prompt((Asked(c, s, p),), b) for c, s, p, b in _SEEN]
-    for first, second, pair in _TWO:
+    for first, second, pair, background in _TWO:
         places = PAIRS[pair]
         objects = (Asked(*first, places[0]), Asked(*second, places[1]))
-        found.append(_prompt(objects, "white" if pair == 0 else "black"))
+        found.append(_prompt(objects, background))
     return found

@@ -25,6 +25,7 @@ from demo_model.vocabulary import (
 SUPERSAMPLE = 4  # drawn this much larger, then shrunk: smooth edges, as a photo would have
 STAR_INNER = 0.42  # a star's inner radius over its outer one
 RING_INNER = 0.5  # a ring's hole over its width
+JITTER = 0.04  # how far an object strays from its named position, as a fraction of the image
 
 
 @dataclass(frozen=True)
@@ -63,25 +64,26 @@ def random_scene(rng: random.Random, two_objects: float = 0.35) -> Scene:
         size = rng.choice(list(SIZES))
         named = rng.random() < 0.75
         position = rng.choice(list(POSITIONS)) if named else None
-        return Scene(background, (_place(rng, *picked[0], size, position),))
+        return Scene(background, (place(rng, *picked[0], size, position),))
     places = rng.choice(PAIRS)
     if rng.random() < 0.5:
         places = places[::-1]
     sizes = [rng.choice(["small", "medium"]) for _ in range(2)]
     objects = tuple(
-        _place(rng, colour, shape, size, place)
-        for (colour, shape), size, place in zip(picked, sizes, places, strict=True)
+        place(rng, colour, shape, size, where)
+        for (colour, shape), size, where in zip(picked, sizes, places, strict=True)
     )
     return Scene(background, objects)
 
 
-def _place(rng: random.Random, colour: str, shape: str, size: str, position: str | None) -> Shape:
+def place(rng: random.Random, colour: str, shape: str, size: str, position: str | None) -> Shape:
+    """One object of `size` at its named `position` (give or take JITTER), or anywhere it fits."""
     half = SIZES[size] / 2
     if position is None:  # anywhere it fits
         x, y = (rng.uniform(half + 0.03, 1 - half - 0.03) for _ in range(2))
     else:
         ax, ay = POSITIONS[position]
-        x, y = ax + rng.uniform(-0.04, 0.04), ay + rng.uniform(-0.04, 0.04)
+        x, y = ax + rng.uniform(-JITTER, JITTER), ay + rng.uniform(-JITTER, JITTER)
         x, y = (min(max(v, half + 0.01), 1 - half - 0.01) for v in (x, y))
     return Shape(colour, shape, size, position, x, y)
 
