@@ -196,7 +196,7 @@ def tiny_models_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     """The demo model with a tiny VAE for it in taesd/."""
     folder = tmp_path_factory.mktemp("tiny")
     shutil.copytree(models_dir / "demo", folder / "demo")
-    save_pipeline(build_tiny_vae(latent_channels=16, seed=7), folder / "taesd")
+    save_pipeline(build_tiny_vae(latent_channels=8, seed=7, scale=4), folder / "taesd")
     return folder
 
 
@@ -225,3 +225,12 @@ def test_tiny_vae_for_another_latent_space_is_refused(make_app, models_dir, tmp_
     response = app.test_client().post(URL, json={"prompt": "x", **SMALL})
     assert response.status_code == 503
     assert "4-channel" in response.get_json()["error"]
+
+
+def test_tiny_vae_of_another_scale_is_refused(make_app, models_dir, tmp_path):
+    shutil.copytree(models_dir / "demo", tmp_path / "demo")
+    save_pipeline(build_tiny_vae(latent_channels=8, scale=8), tmp_path / "taesd")  # SD's 8x
+    app = make_app(**{**OFF, "TINY_VAE": "true"}, MODELS_DIR=str(tmp_path))
+    response = app.test_client().post(URL, json={"prompt": "x", **SMALL})
+    assert response.status_code == 503
+    assert "8 pixels per latent pixel" in response.get_json()["error"]

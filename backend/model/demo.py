@@ -183,20 +183,23 @@ def _build_vae(seed: int, **config: float):  # noqa: ANN202
     )
 
 
-def build_tiny_vae(latent_channels: int = 4, seed: int = DEMO_SEED, full_size: bool = False):  # noqa: ANN201
-    """An AutoencoderTiny (the TAESD architecture) with random weights: a few thousand of them,
-    or TAESD's real size with `full_size` (for benchmarks)."""
+def build_tiny_vae(  # noqa: ANN201
+    latent_channels: int = 4, seed: int = DEMO_SEED, full_size: bool = False, scale: int = 8
+):
+    """An AutoencoderTiny (the TAESD architecture) with random weights: a few thousand of them
+    at `scale` (pixels per latent), or TAESD's real size with `full_size` (for benchmarks)."""
     import torch
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(seed)
     if full_size:
         return AutoencoderTiny(latent_channels=latent_channels)  # TAESD's own defaults
+    blocks = scale.bit_length()  # one block more than the halvings: 8x takes four
     return AutoencoderTiny(
-        encoder_block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        num_encoder_blocks=(1, 1, 1, 1),
-        num_decoder_blocks=(1, 1, 1, 1),
+        encoder_block_out_channels=(8,) * blocks,
+        decoder_block_out_channels=(8,) * blocks,
+        num_encoder_blocks=(1,) * blocks,
+        num_decoder_blocks=(1,) * blocks,
         latent_channels=latent_channels,
     )
 

@@ -156,5 +156,14 @@ def _swap_in_tiny_vae(pipeline: Any, family: Family, models_dir: Path) -> str:
             f"TINY_VAE: '{shown}' decodes {tiny.config.latent_channels}-channel latents, but this "
             f"{family.value} model makes {vae.config.latent_channels}-channel ones."
         )
+    # A decoder of another scale would draw the latents at twice (or half) the asked-for size.
+    halvings = len(tiny.config.decoder_block_out_channels) - 1
+    tiny_scale = tiny.config.upsampling_scaling_factor**halvings
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    if tiny_scale != scale:
+        raise ModelFolderError(
+            f"TINY_VAE: '{shown}' draws {tiny_scale} pixels per latent pixel, but this "
+            f"{family.value} model's VAE draws {scale}."
+        )
     pipeline.vae = tiny.to(vae.device)
     return shown
