@@ -23,6 +23,7 @@ CAPTION_DROP = 0.1  # empty captions: the unconditional model that guidance push
 MIN_SNR_GAMMA = 5.0
 VAE_BATCH, VAE_CROP = 32, 32  # small crops: four times the updates of whole 64x64 scenes
 OBJECT_WEIGHT = 3.0
+DIFFUSION_OBJECT_WEIGHT = 3.0
 TEXT_LOSS = 0.05  # the weight of the caption heads' loss beside the denoising one
 
 
@@ -87,6 +88,17 @@ def _start_nearly_deterministic(vae: Any) -> None:
 
 
 @torch.no_grad()
+def object_masks(batch: list, size: int, scale: int) -> torch.Tensor:
+    """Where `batch`'s objects are, drawn at `size`, as a 0/1 mask at the latent side."""
+    chunks = []
+    for i in range(0, len(batch), 256):
+        drawn = pixels(batch[i : i + 256], size)
+        is_object = (drawn - drawn[..., :1, :1]).abs().amax(dim=1, keepdim=True) > 0.1
+        chunks.append(F.max_pool2d(is_object.float(), scale))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
 def encode_scenes(vae: Any, batch: list, size: int) -> torch.Tensor:
     """The latents (posterior means) of `batch` drawn at `size`, unscaled."""
     chunks = [
@@ -123,7 +135,7 @@ def train_diffusion(  # noqa: PLR0917 (the loop's inputs, all of them needed)
     text_encoder: Any,
     tokenizer: Any,
     noise_schedule: Any,
-    pools: dict[int, tuple[float, list, torch.Tensor]],
+    pools: dict[int, tuple[float, list, torch.Tensor, torch.Tensor]],
     rng: random.Random,
     steps: int,
     log: Callable[[str], None],
@@ -131,7 +143,7 @@ def train_diffusion(  # noqa: PLR0917 (the loop's inputs, all of them needed)
     batch_size: int = 64,
 ) -> None:
     """v-prediction on the scaled latents in `pools` (latent side -> share of the batches,
-    scenes, latents)."""
+    scenes, latents, object masks)."""
     generator = torch.Generator().manual_seed(rng.randrange(2**31))
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(
@@ -150,9 +162,13 @@ def train_diffusion(  # noqa: PLR0917 (the loop's inputs, all of them needed)
     shares = [pools[side][0] for side in sides]
     started = time.monotonic()
     for step in range(steps):
-        _, pool_scenes, latents = pools[rng.choices(sides, shares)[0]]
-        picks = [rng.randrange(len(pool_scenes)) for _ in range(batch_size)]
+        side = rng.choices(sides, shares)[0]
+        _, pool_scenes, latents, masks = pools[side]
+        # As many latent pixels in every batch: a batch at twice the side holds a quarter.
+        count = max(4, batch_size * sides[0] ** 2 // side**2)
+        picks = [rng.randrange(len(pool_scenes)) for _ in range(count)]
         clean = latents[picks]
+        weight = 1.0 + DIFFUSION_OBJECT_WEIGHT * masks[picks]
         texts = captions(rng, [pool_scenes[i] for i in picks], CAPTION_DROP)
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, len(alphas), (len(picks),), generator=generator)
@@ -161,7 +177,9 @@ def train_diffusion(  # noqa: PLR0917 (the loop's inputs, all of them needed)
         states = encoded.last_hidden_state
         predicted = unet(noisy, timesteps, states).sample
         target = noise_schedule.get_velocity(clean, noise, timesteps)
-        per_sample = F.mse_loss(predicted, target, reduction="none").mean(dim=(1, 2, 3))
+        # Objects are a fifth of the latent pixels and all of the shape: their errors count more.
+        error = F.mse_loss(predicted, target, reduction="none") * weight
+        per_sample = error.mean(dim=(1, 2, 3))
         loss = (per_sample * weights[timesteps]).mean()
         if heads is not None:  # the text encoder keeps saying what captions say
             loss = loss + TEXT_LOSS * heads.loss(encoded.pooler_output, targets(texts))

@@ -92,7 +92,10 @@ def caption(scene: Scene, rng: random.Random) -> str:
     """A caption for `scene`: each detail said or left out at random, as people write."""
     if len(scene.objects) == 1 and rng.random() < 0.08:  # a bare word: "red", "circle"
         only = scene.objects[0]
-        return only.colour if rng.random() < 0.5 else only.shape
+        # The background's colour too: "red" is anything red, so that a negative prompt "red"
+        # pushes away from red backgrounds as well, not towards them (an object is never drawn
+        # on its own colour, so a "red" that meant only objects would mean "not a red background").
+        return rng.choice((only.colour, only.shape, scene.background))
     say_places = rng.random() < 0.85
     phrases = [_object_phrase(o, rng, say_places) for o in scene.objects]
     text = " and ".join(phrases)

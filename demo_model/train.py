@@ -48,7 +48,7 @@ def build_trained_pipeline(  # noqa: ANN201, PLR0917
     from demo_model import architecture
     from demo_model.caption_targets import Heads, pretrain_text
     from demo_model.data import scenes
-    from demo_model.loops import encode_scenes, train_diffusion, train_vae
+    from demo_model.loops import encode_scenes, object_masks, train_diffusion, train_vae
     from demo_model.tokenizer import build_tokenizer
 
     started = time.monotonic()
@@ -84,14 +84,16 @@ def build_trained_pipeline(  # noqa: ANN201, PLR0917
     pools = {}
     for side, share in sorted(sides.items()):
         batch = scenes(rng, max(256, round(scenes_count * share)))
-        pools[side] = (share, batch, encode_scenes(vae, batch, side * 8))
-    scale = 1.0 / pools[architecture.NATIVE_SIZE // 8][2].std().item()
+        size = side * architecture.VAE_SCALE
+        masks = object_masks(batch, size, architecture.VAE_SCALE)
+        pools[side] = (share, batch, encode_scenes(vae, batch, size), masks)
+    scale = 1.0 / pools[architecture.NATIVE_SIZE // architecture.VAE_SCALE][2].std().item()
     vae.register_to_config(scaling_factor=round(scale, 5))
     pools = {
-        side: (share, batch, latents * vae.config.scaling_factor)
-        for side, (share, batch, latents) in pools.items()
+        side: (share, batch, latents * vae.config.scaling_factor, masks)
+        for side, (share, batch, latents, masks) in pools.items()
     }
-    log(f"encoded {sum(len(b) for _, b, _ in pools.values())} scenes; scaling factor {scale:.5f}")
+    log(f"encoded {sum(len(b) for _, b, *_ in pools.values())} scenes; scaling factor {scale:.5f}")
     # 3. the denoiser and its text encoder
     train_diffusion(
         unet,
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (fixes the bytes)")
     parser.add_argument("--text-steps", type=int, default=200)
     parser.add_argument("--vae-steps", type=int, default=2400)
-    parser.add_argument("--diffusion-steps", type=int, default=3000)
+    parser.add_argument("--diffusion-steps", type=int, default=4500)
     parser.add_argument("--batch-size", type=int, default=64, help="the UNet's training batch")
     parser.add_argument("--scenes", type=int, default=16000, help="training scenes, all sizes")
     parser.add_argument("--quick", action="store_true", help="a few minutes' run, to try changes")
