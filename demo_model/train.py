@@ -1,9 +1,9 @@
-"""Train the shapes demo from nothing, on the CPU: `make train-demo` (about 20 minutes on 2 cores).
+"""Train the shapes demo from nothing, on the CPU: `make train-demo` (about 25 minutes on 2 cores).
 
     python -m demo_model.train                      # into demo_model/weights, with SHA256SUMS
     python -m demo_model.train --out D --quick      # a short run into D, to try changes
     python -m demo_model.train --vae-from D/vae     # reuse a trained VAE: the same UNet as a
-                                                    # whole run, 5 minutes sooner
+                                                    # whole run, 4 minutes sooner
 
 0. the text encoder learns to name what captions say (caption_targets.py);
 1. the VAE learns to rebuild rendered scenes (it is an autoencoder first);
