@@ -23,8 +23,10 @@ from backend.model import host_memory
 
 log = logging.getLogger("backend.distributed.worker")
 
-# Fault-injection seam for the tests (not a setting): seconds each denoising step sleeps.
+# Fault-injection seams for the tests (not settings): seconds each denoising step sleeps, and
+# seconds between claiming a job and queueing it (the window a SIGTERM can fall into).
 STEP_DELAY_SEAM = "T2I_TEST_STEP_SECONDS"
+CLAIM_DELAY_SEAM = "T2I_TEST_CLAIM_SECONDS"
 HEARTBEAT_GRACE = 3  # missed heartbeats before /health says the worker is cut off
 
 
@@ -52,6 +54,9 @@ def main() -> None:
     step_seconds = float(os.environ.get(STEP_DELAY_SEAM, "0") or 0)
     if step_seconds:  # tests make runs long enough to kill, pause or cancel mid-run
         node.device.step_hook = lambda _step, _total: time.sleep(step_seconds)
+    claim_seconds = float(os.environ.get(CLAIM_DELAY_SEAM, "0") or 0)
+    if claim_seconds:
+        node.claimed_hook = lambda _job_id: time.sleep(claim_seconds)
     http = serve(settings.host, settings.scale_out.worker_port, health, node.registry)
     node.device.start()
     upkeep.start(set())  # heartbeats say "loading" meanwhile: no capacity offered yet

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -81,6 +82,8 @@ class WorkerNode:
         self.runs: dict[str, Run] = {}
         self.runs_lock = threading.Lock()
         self.closing = threading.Event()  # SIGTERM: finish the running batch, hand on the rest
+        self.gate = threading.Lock()  # orders queueing a job against `closing` being set
+        self.claimed_hook: Callable[[str], None] | None = None  # test seam: after a claim
 
     # --- a task thread's work ---
 
@@ -103,7 +106,11 @@ class WorkerNode:
         with self.runs_lock:
             self.runs[job_id] = run
         try:
-            self._submit(job)
+            if self.claimed_hook is not None:
+                self.claimed_hook(job_id)
+            if not self._submit(job):  # SIGTERM came between the claim and the queue
+                self._hand_on(job_id, attempt, job.request.model)
+                return
             job.wait(None)
             # A run shorter than the progress period has not said it began: say so first.
             if job.started is None or self.begin(run):
@@ -134,15 +141,21 @@ class WorkerNode:
             job.deadline = time.monotonic() + (record["deadline_at"] - time.time())
         return job
 
-    def _submit(self, job: Job) -> None:
+    def _submit(self, job: Job) -> bool:
+        """Queue `job` on the device; False once closing, which `hand_back()` then misses."""
         while True:
-            try:
-                self.device.submit(job)
-                return
-            except ModelNotReadyError:  # still loading its default model: the job waits here
-                if job.should_stop():
-                    return
-                self.device.wait_until_loaded(1.0)
+            # Under the gate, closing and queueing cannot interleave: a job is queued before
+            # hand_back() drains the queue, or it sees `closing` here (never refused as failed).
+            with self.gate:
+                if self.closing.is_set():
+                    return False
+                try:
+                    self.device.submit(job)
+                    return True
+                except ModelNotReadyError:  # still loading its default model: it waits here
+                    if job.should_stop():
+                        return True
+            self.device.wait_until_loaded(1.0)
 
     def _record_end(self, job: Job, attempt: int, keep: bool) -> None:
         """Write the run's outcome to Redis, fenced by `attempt`; images first."""
@@ -196,16 +209,23 @@ class WorkerNode:
     def hand_back(self) -> None:
         """SIGTERM: refuse new work, give the unstarted jobs to other workers; the running
         batch finishes."""
-        self.closing.set()
-        self.device.refuse()
+        with self.gate:
+            self.closing.set()
+            self.device.refuse()
         for job in self.device.queue.drain():
             with self.runs_lock:
                 run = self.runs.get(job.id)
-            if run is None or not self.store.release(job.id, self.id, run.attempt):
-                continue
-            job.cancel()  # locally: its task thread returns without writing anything
-            self.resend(job.id, job.request.model)
-            log.info("job %s handed back for another worker", job.id)
+            if run is not None and self._hand_on(job.id, run.attempt, job.request.model):
+                job.cancel()  # locally: its task thread returns without writing anything
+
+    def _hand_on(self, job_id: str, attempt: int, model: str | None) -> bool:
+        """Give a claimed, unstarted job back and send it to another worker; False if it
+        is no longer ours to give."""
+        if not self.store.release(job_id, self.id, attempt):
+            return False
+        self.resend(job_id, model)
+        log.info("job %s handed back for another worker", job_id)
+        return True
 
     def queues(self) -> set[str]:
         """The queues this worker should consume: the shared one and its models'."""
