@@ -12,7 +12,7 @@
    of the captions dropped (classifier-free guidance);
 4. the pipeline is saved in float16 as safetensors, with a SHA256SUMS of every file.
 
-The same seed and thread count give the same bytes on the same torch.
+The same seed and thread count give the same bytes on the same torch and kind of CPU.
 """
 
 from __future__ import annotations
