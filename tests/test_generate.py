@@ -39,6 +39,9 @@ def test_prompt_alone_gets_the_model_defaults(client):
         "num_images": 1,
         "scheduler": "euler",
         "model": "demo",
+        "loras": [],
+        "clip_skip": None,
+        "vae": None,
     }
 
 

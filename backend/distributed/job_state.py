@@ -54,7 +54,7 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
         id=state["id"],
         owner=state.get("owner"),
         status=status,
-        request=GenerationRequest(**state["request"]),
+        request=GenerationRequest.from_dict(state["request"]),
         output=OutputOptions(**state["output"]),
         created_at=created,
         timeout=state.get("timeout"),
@@ -77,7 +77,7 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
 def generation_result(state: dict[str, Any], images: list[EncodedImage]) -> GenerationResult:
     """The result of a job that succeeded, with its `images`."""
     result = state["result"]
-    request = GenerationRequest(**state["request"])
+    request = GenerationRequest.from_dict(state["request"])
     return GenerationResult(
         images=images,
         model=request.model or "",

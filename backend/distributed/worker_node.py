@@ -128,7 +128,7 @@ class WorkerNode:
         spec = self.catalog.resolve(record["model"])
         job = Job(
             spec,
-            GenerationRequest(**record["request"]),
+            GenerationRequest.from_dict(record["request"]),
             OutputOptions(**record["output"]),
             record.get("timeout"),
             record.get("owner"),

@@ -31,6 +31,10 @@ def batch_key(job: Job) -> tuple:
         r.guidance_scale,
         r.scheduler,
         bool(r.negative_prompt),
+        # Adapters, text-encoder depth and VAE change the weights the whole call runs with.
+        r.loras,
+        r.clip_skip,
+        r.vae,
     )
 
 

@@ -92,7 +92,7 @@ class JobRecord:
             **{
                 **values,
                 "status": JobStatus(values["status"]),
-                "request": GenerationRequest(**values["request"]),
+                "request": GenerationRequest.from_dict(values["request"]),
                 "output": OutputOptions(**values["output"]),
                 "error": ModelLayerError.from_dict(error) if error else None,
             }

@@ -13,6 +13,14 @@ MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
+class LoraChoice:
+    """One LoRA a request applies: its name in LORAS_DIR and its weight."""
+
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One validated text-to-image request with every default already filled in."""
 
@@ -26,6 +34,15 @@ class GenerationRequest:
     num_images: int = 1
     model: str | None = None  # None: the default model
     scheduler: str | None = None  # None: the model's own scheduler
+    loras: tuple[LoraChoice, ...] = ()  # adapters applied to this request only
+    clip_skip: int | None = None  # AUTOMATIC1111 numbering: 1 (or None) means no skip
+    vae: str | None = None  # a VAE from VAES_DIR; None: the model's own (or DEFAULT_VAE)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GenerationRequest:
+        """The request `asdict` wrote (job records, Redis states, Celery messages)."""
+        loras = tuple(LoraChoice(**each) for each in values.get("loras") or ())
+        return cls(**{**values, "loras": loras})
 
     def seeds(self) -> list[int]:
         """One seed per image, `seed, seed+1, ...` (wrapping below 2**32), so each can be redone."""

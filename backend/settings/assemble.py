@@ -6,6 +6,7 @@ from typing import Any
 
 from backend.settings.groups import (
     AccessSettings,
+    AssetSettings,
     Limits,
     MemorySettings,
     ScaleOutSettings,
@@ -76,12 +77,21 @@ def build_settings(data: dict[str, Any]) -> Settings:
         lease_seconds=data.pop("lease_seconds"),
         heartbeat_seconds=data.pop("heartbeat_seconds"),
     )
+    assets = AssetSettings(
+        loras_dir=resolve_path(data.pop("loras_dir")),
+        max_loras_loaded=data.pop("max_loras_loaded"),
+        embeddings_dir=resolve_path(data.pop("embeddings_dir")),
+        vaes_dir=resolve_path(data.pop("vaes_dir")),
+        default_vae=data.pop("default_vae") or None,
+        admin_keys=api_keys(data.pop("admin_api_keys"), None, "ADMIN_API_KEYS"),
+    )
     data["log_level"] = data["log_level"].lower()
     devices = data.pop("devices")
     return Settings(
         models_dir=resolve_path(data.pop("models_dir")),
         devices=tuple(d.strip() for d in devices.split(",")) if devices else None,
         limits=limits,
+        assets=assets,
         memory=memory,
         speed=speed,
         serving=serving,

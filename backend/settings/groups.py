@@ -48,6 +48,18 @@ class SpeedSettings:
 
 
 @dataclass(frozen=True)
+class AssetSettings:
+    """The files users add to a model per request: LoRAs, embeddings, VAEs (docs/models.md)."""
+
+    loras_dir: Path  # LoRA .safetensors files, named by requests
+    max_loras_loaded: int  # adapters kept loaded per model (least recently used out)
+    embeddings_dir: Path  # textual-inversion .safetensors files, used by their token
+    vaes_dir: Path  # VAE files or folders, named by requests' `vae`
+    default_vae: str | None  # a VAE from VAES_DIR for requests that name none; None: the model's
+    admin_keys: tuple[str, ...]  # keys that may change server state (POST /sdapi/v1/options)
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     """Admission control, deadlines, jobs and micro-batching (see README, "Serving under load")."""
 
@@ -110,6 +122,7 @@ class Settings:
     embed_metadata: bool
     max_loaded_models: int
     limits: Limits
+    assets: AssetSettings
     serving: ServingSettings
     access: AccessSettings
     scale_out: ScaleOutSettings

@@ -84,6 +84,14 @@ class SettingsSchema(Schema):
         data_key="RESPONSE_FORMAT", load_default="png", validate=validate.OneOf(["png", "json"])
     )
     embed_metadata = fields.Boolean(data_key="EMBED_METADATA", load_default=True)
+    loras_dir = fields.String(data_key="LORAS_DIR", load_default="models/loras")
+    max_loras_loaded = fields.Integer(
+        data_key="MAX_LORAS_LOADED", load_default=8, validate=validate.Range(1, 1000)
+    )
+    embeddings_dir = fields.String(data_key="EMBEDDINGS_DIR", load_default="models/embeddings")
+    vaes_dir = fields.String(data_key="VAES_DIR", load_default="models/vaes")
+    default_vae = fields.String(data_key="DEFAULT_VAE", load_default=None)
+    admin_api_keys = fields.String(data_key="ADMIN_API_KEYS", load_default=None)
     max_loaded_models = fields.Integer(
         data_key="MAX_LOADED_MODELS", load_default=1, validate=validate.Range(1, 64)
     )

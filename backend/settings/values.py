@@ -50,7 +50,7 @@ def split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def api_keys(listed: str | None, file: str | None) -> tuple[str, ...]:
+def api_keys(listed: str | None, file: str | None, variable: str = "API_KEYS") -> tuple[str, ...]:
     """Keys from API_KEYS (comma-separated) and API_KEYS_FILE (one per line, # comments)."""
     keys = list(split(listed))
     if file:
@@ -64,5 +64,5 @@ def api_keys(listed: str | None, file: str | None) -> tuple[str, ...]:
         keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if any(len(key) < 16 for key in keys):
         # A short key can be guessed; refusing it is kinder than a breach.
-        raise ValidationError("every API key must be at least 16 characters long", "API_KEYS")
+        raise ValidationError("every API key must be at least 16 characters long", variable)
     return tuple(dict.fromkeys(keys))

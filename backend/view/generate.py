@@ -187,6 +187,9 @@ class ParametersSchema(Schema):
     num_images = fields.Integer()
     scheduler = fields.String()
     model = fields.String()
+    loras = fields.List(fields.Dict(), metadata={"description": "[{name, weight}] applied"})
+    clip_skip = fields.Integer(allow_none=True)
+    vae = fields.String(allow_none=True)
 
 
 class GenerateResponseSchema(Schema):
