@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from backend.config import MemorySettings
-from backend.model import schedulers
+from backend.model import prompt_weights, schedulers
 from backend.model.catalogue import Family
 from backend.model.prompt_cache import PromptCache, uses_guidance
 from backend.model.run_control import RunControl
@@ -99,25 +99,35 @@ def _text_arguments(
 ) -> tuple[dict[str, Any], int]:
     """The pipeline's text arguments for `requests`, and its num_images_per_prompt."""
     request = requests[0]
-    if len(requests) == 1 and model.prompts is None:
+    # Emphasis, BREAK, prompts longer than the window and clip skip need embeddings made here
+    # (batch_key: all of a batch has the same clip skip, and a negative prompt or none).
+    plans = {
+        (each.prompt, each.negative_prompt): prompt_weights.plan(
+            model.pipeline, model.family, each.prompt, each.negative_prompt or None
+        )
+        for each in requests
+    }
+    plain = all(each.plain(model.family, request.clip_skip) for each in plans.values())
+    if plain and len(requests) == 1 and model.prompts is None:
         # Exactly the call a lone request always made: MAX_BATCH_SIZE=1 changes nothing.
         # None, not "", so each family uses its own unconditional embedding (SDXL zeroes
         # it for an empty negative prompt).
         texts = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
         return texts, request.num_images
-    # One entry per image, in the order the images come out; batch_key: all of the batch
-    # has a negative prompt, or none has.
+    # One entry per image, in the order the images come out.
     per_image = [each for each in requests for _ in range(each.num_images)]
-    prompts = [each.prompt for each in per_image]
-    negatives = [each.negative_prompt for each in per_image] if request.negative_prompt else None
-    if model.prompts is None:
+    if plain and model.prompts is None:
+        prompts = [each.prompt for each in per_image]
+        negatives = (
+            [each.negative_prompt for each in per_image] if request.negative_prompt else None
+        )
         return {"prompt": prompts, "negative_prompt": negatives}, 1
     # The embeddings the call would compute itself, from the cache where seen before; per
     # image already (SD3 would not repeat given embeddings for num_images_per_prompt).
     guidance = uses_guidance(model.pipeline, request.guidance_scale)
-    embeddings = model.prompts.embeddings(
-        model.pipeline, model.family, prompts, negatives, guidance
-    )
+    cache = model.prompts if model.prompts is not None else PromptCache(0)
+    texts = [plans[(each.prompt, each.negative_prompt)] for each in per_image]
+    embeddings = cache.embeddings(model.pipeline, model.family, texts, guidance, request.clip_skip)
     return embeddings, 1
 
 

@@ -12,7 +12,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from backend.model import prompt_weights
 from backend.model.catalogue import Family
+from backend.model.clip_skip import effective as effective_clip_skip
+from backend.model.prompt_weights import TextPlan
 
 if TYPE_CHECKING:  # torch is imported by the worker thread, not when the app is built
     import torch
@@ -42,8 +45,9 @@ def uses_guidance(pipeline: Any, guidance_scale: float) -> bool:
 
 
 class PromptCache:
-    """The embeddings of the last `size` (prompt, negative prompt, guidance) combinations of one
-    loaded pipeline; only its device's worker thread uses it."""
+    """The embeddings of the last `size` (parsed prompt, parsed negative prompt, guidance, clip
+    skip, length) combinations of one loaded pipeline; only its device's worker thread uses it.
+    Size 0 stores nothing (weighted prompts still need it to be encoded)."""
 
     def __init__(self, size: int, on_lookup: Callable[[str], None] | None = None) -> None:
         self.size = size
@@ -59,14 +63,17 @@ class PromptCache:
         self,
         pipeline: Any,
         family: Family,
-        prompts: list[str],
-        negatives: list[str] | None,
+        plans: list[TextPlan],
         guidance: bool,
+        clip_skip: int | None = None,
     ) -> Embeddings:
-        """The pipeline keyword arguments for one image per prompt, from the cache where it can."""
+        """The pipeline keyword arguments for one image per plan, from the cache where it can."""
+        # Every image of a call needs the same sequence length: the longest one's.
+        shapes = [each.shape() for each in plans]
+        shape = (max(s[0] for s in shapes), max(s[1] for s in shapes))
         per_image = [
-            self._one(pipeline, family, prompt, negatives[k] if negatives else None, guidance)
-            for k, prompt in enumerate(prompts)
+            self._one(pipeline, family, each, guidance=guidance, clip_skip=clip_skip, shape=shape)
+            for each in plans
         ]
         if len(per_image) == 1:
             return per_image[0]
@@ -75,9 +82,18 @@ class PromptCache:
         return {name: torch.cat([each[name] for each in per_image]) for name in per_image[0]}
 
     def _one(
-        self, pipeline: Any, family: Family, prompt: str, negative: str | None, guidance: bool
+        self,
+        pipeline: Any,
+        family: Family,
+        text: TextPlan,
+        *,
+        guidance: bool,
+        clip_skip: int | None,
+        shape: tuple[int, int],
     ) -> Embeddings:
-        key = (prompt, negative, guidance)
+        # Keyed on the parsed prompt: "(cat:1.5)" and "cat" differ, "(cat:1.0)" and "cat" do not.
+        layer = effective_clip_skip(family, clip_skip)
+        key = (text.key(), guidance, layer, shape)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
@@ -86,7 +102,13 @@ class PromptCache:
             return found
         self.misses += 1
         self._count("miss")
-        found = encode(pipeline, family, prompt, negative, guidance)
+        if text.plain(family, clip_skip) and text.shape() == shape:
+            negative = text.negative.text if text.negative else None
+            found = encode(pipeline, family, text.positive.text, negative, guidance)
+        else:
+            found = prompt_weights.encode(
+                pipeline, family, text, guidance=guidance, clip_skip=clip_skip, shape=shape
+            )
         if self.size > 0:
             self._entries[key] = found
             while len(self._entries) > self.size:
