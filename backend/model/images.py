@@ -39,6 +39,7 @@ def infotext(request: GenerationRequest, seed: int, sampler: str, model: str) ->
     lines.append(
         f"Steps: {request.steps}, Sampler: {sampler}, CFG scale: {request.guidance_scale:g}, "
         f"Seed: {seed}, Size: {request.width}x{request.height}, Model: {model}"
+        + (f", Clip skip: {request.clip_skip}" if request.clip_skip else "")
     )
     return "\n".join(lines)
 

@@ -22,9 +22,17 @@ from backend.model import schedulers
 from backend.model.images import infotext
 from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult
+from backend.view.a1111_options import OverrideSettingsSchema, clip_skip_of, clip_skip_problems
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
-from backend.view.rules import MAX_GUIDANCE, MIN_SIDE, SEED_RANGE, GenerationSchema, between
+from backend.view.rules import (
+    CLIP_SKIP_RANGE,
+    MAX_GUIDANCE,
+    MIN_SIDE,
+    SEED_RANGE,
+    GenerationSchema,
+    between,
+)
 
 # AUTOMATIC1111's "schedule type" (since 1.9); only these two change what our samplers do.
 SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
@@ -46,15 +54,6 @@ def model_from_title(title: str) -> str:
     """Our model name for an AUTOMATIC1111 checkpoint title."""
     match = _TITLE.match(title.strip())
     return match["name"] if match else title
-
-
-class OverrideSettingsSchema(Schema):
-    """The one override AUTOMATIC1111 clients use to pick a model; others are ignored."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    sd_model_checkpoint = fields.String(allow_none=True)
 
 
 class Txt2ImgRequestSchema(GenerationSchema):
@@ -80,6 +79,11 @@ class Txt2ImgRequestSchema(GenerationSchema):
     sampler_index = fields.String(allow_none=True, metadata={"description": "Old sampler_name."})
     scheduler = fields.String(allow_none=True, metadata={"description": "automatic or karras"})
     override_settings = fields.Nested(OverrideSettingsSchema, allow_none=True)
+    clip_skip = WholeNumber(
+        allow_none=True,
+        validate=CLIP_SKIP_RANGE,
+        metadata={"description": "Same as override_settings.CLIP_stop_at_last_layers."},
+    )
     send_images = StrictBoolean(allow_none=True, load_default=True)
     save_images = StrictBoolean(allow_none=True)
     # Features this server does not have: accepted only when off.
@@ -129,6 +133,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
             self._scheduler(data)
         except ValueError as problem:
             errors["sampler_name"] = [str(problem)]
+        errors.update(clip_skip_problems(self, data, model))
         if errors:
             raise ValidationError(errors)
 
@@ -148,6 +153,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
             seed=seed,
             num_images=data.get("batch_size"),
             scheduler=scheduler.name if scheduler else None,
+            clip_skip=clip_skip_of(data),
         )
         parameters = {
             **{key: value for key, value in data.items() if key != "override_settings"},
@@ -238,7 +244,7 @@ def dump_txt2img(command: Txt2ImgCommand, results: list[GenerationResult]) -> di
         "seed_resize_from_h": -1,
         "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
-        "clip_skip": 1,
+        "clip_skip": request.clip_skip or 1,
         "index_of_first_image": 0,
         "infotexts": [infotext(request, seed, first.sampler, first.model) for seed in seeds],
         "extra_generation_params": {},

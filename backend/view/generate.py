@@ -20,6 +20,7 @@ from backend.model import schedulers
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 from backend.view.fields import WholeNumber
 from backend.view.rules import (
+    CLIP_SKIP_RANGE,
     MAX_GUIDANCE,
     MIN_SIDE,
     OUTPUT_FORMATS,
@@ -91,6 +92,14 @@ class GenerateRequestSchema(GenerationSchema):
         validate=validate.OneOf(schedulers.SCHEDULER_NAMES),
         metadata={"description": "Sampler; default: the model's own."},
     )
+    clip_skip = WholeNumber(
+        allow_none=True,
+        validate=CLIP_SKIP_RANGE,
+        metadata={
+            "description": "CLIP layers to stop early, AUTOMATIC1111's numbering: 1 (default) "
+            "reads the last layer, 2 the one before (diffusers' clip_skip is this minus 1)."
+        },
+    )
     output_format = fields.String(
         allow_none=True,
         validate=validate.OneOf(OUTPUT_FORMATS),
@@ -134,6 +143,8 @@ class GenerateRequestSchema(GenerationSchema):
         errors.update(self.size_problems(model, width, height))
         if data.get("scheduler") and (problem := self.scheduler_problem(model, data["scheduler"])):
             errors["scheduler"] = [problem]
+        if problem := self.clip_skip_problem(model, data.get("clip_skip")):
+            errors["clip_skip"] = [problem]
         if errors:
             raise ValidationError(errors)
 
@@ -150,6 +161,7 @@ class GenerateRequestSchema(GenerationSchema):
             seed=data.get("seed"),
             num_images=_first_given(data, "num_images", "n", default=None),
             scheduler=data.get("scheduler"),
+            clip_skip=data.get("clip_skip"),
         )
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")

@@ -12,7 +12,8 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
 
 from backend.config import Limits
-from backend.model import schedulers
+from backend.model import clip_skip as clip_layers
+from backend.model import prompt_syntax, schedulers
 from backend.model.catalogue import ModelSpec
 from backend.model.registry import ModelCatalog
 from backend.model.types import MAX_SEED, GenerationRequest
@@ -73,7 +74,8 @@ class GenerationSchema(Schema):
         field.validators = [*field.validators, check]
 
     def bound_text(self, *names: str) -> None:
-        """Prompt-like fields: at most MAX_PROMPT_LENGTH characters."""
+        """Prompt-like fields: at most MAX_PROMPT_LENGTH characters, in the prompt syntax this
+        server draws (`prompt_syntax`: emphasis and BREAK, no prompt editing or alternation)."""
         for name in names:
             self.bound(
                 name,
@@ -82,6 +84,14 @@ class GenerationSchema(Schema):
                     error="Longer than the maximum of {max} characters.",
                 ),
             )
+            self.bound(name, _supported_syntax)
+
+    def clip_skip_problem(self, model: str | None, value: int | None) -> str | None:
+        """Why clip skip `value` cannot be used with `model` (its family, its layer count)."""
+        if value is None:
+            return None
+        spec = self.spec(model)
+        return clip_layers.problem(spec.family, spec.folder, value)
 
     def make_request(
         self,
@@ -96,6 +106,7 @@ class GenerationSchema(Schema):
         seed: int | None,
         num_images: int | None,
         scheduler: str | None,
+        clip_skip: int | None = None,
     ) -> GenerationRequest:
         """A GenerationRequest from what a body gave; None (and seed -1) take the defaults."""
         defaults = self.spec(model).defaults
@@ -111,6 +122,8 @@ class GenerationSchema(Schema):
             num_images=num_images or 1,
             model=model,
             scheduler=scheduler,
+            # 1 and absent mean the same (no skip): one batch key, one cache entry.
+            clip_skip=clip_skip if clip_skip and clip_skip > 1 else None,
         )
 
     def size_problems(self, model: str | None, width: int, height: int) -> dict[str, list[str]]:
@@ -136,6 +149,17 @@ class GenerationSchema(Schema):
             return None
         known = ", ".join(choice.name for choice in schedulers.choices(spec.family))
         return f"Unknown scheduler '{name[:40]}' for model '{spec.name}'. Known: {known}."
+
+
+CLIP_SKIP_RANGE = validate.Range(
+    1, clip_layers.MAX_CLIP_SKIP, error="Must be between {min} (no skip) and {max}."
+)
+
+
+def _supported_syntax(text: str | None) -> None:
+    """Refuse prompt syntax that would be drawn as something else than the client meant."""
+    if text and (found := prompt_syntax.problem(text)):
+        raise ValidationError(found)
 
 
 SEED_RANGE = validate.Range(-1, MAX_SEED, error="Must be -1 (random) or between 0 and {max}.")
