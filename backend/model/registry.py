@@ -19,7 +19,10 @@ from backend.model.errors import ModelFolderError, ModelNotFoundError
 PIPELINE_FAMILIES: dict[str, Family] = {
     "StableDiffusionPipeline": Family.SD,
     "StableDiffusionXLPipeline": Family.SDXL,
-    "StableDiffusion3Pipeline": Family.SD3,
+    "StableDiffusion3Pipeline": Family.SD3,  # SD3.5 too
+    "FluxPipeline": Family.FLUX,
+    "PixArtSigmaPipeline": Family.PIXART,
+    "SanaPipeline": Family.SANA,
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Components that carry no weights; every other component folder with a config must have some.
@@ -160,11 +163,23 @@ def inspect_folder(spec: ModelSpec, drop_t5: bool = False) -> ModelFolder:
 
 
 # The AutoencoderTiny (TAESD) folder in MODELS_DIR each family decodes with when TINY_VAE=true.
-TINY_VAE_FOLDERS = {Family.SD: "taesd", Family.SDXL: "taesdxl", Family.SD3: "taesd3"}
+# PixArt-Σ decodes with SDXL's VAE; Sana's DC-AE has no tiny twin.
+TINY_VAE_FOLDERS = {
+    Family.SD: "taesd",
+    Family.SDXL: "taesdxl",
+    Family.SD3: "taesd3",
+    Family.FLUX: "taef1",
+    Family.PIXART: "taesdxl",
+}
 
 
 def check_tiny_vae(family: Family, models_dir: Path) -> Path:
     """The family's tiny VAE folder, if it holds safetensors weights; ModelFolderError if not."""
+    if family not in TINY_VAE_FOLDERS:
+        raise ModelFolderError(
+            f"TINY_VAE=true, but there is no tiny VAE for {family.value} models. "
+            "Set TINY_VAE=false."
+        )
     folder = models_dir / TINY_VAE_FOLDERS[family]
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise ModelFolderError(
