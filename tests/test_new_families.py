@@ -284,3 +284,24 @@ def test_a_folder_of_a_new_family_gets_its_family_defaults(
     spec = resolve_model(str(copy), new_models_dir)
     assert spec.family.value == family
     assert (spec.defaults.width, spec.defaults.height) == (size, size)
+
+
+def test_memory_settings_apply_to_every_new_family(make_app, new_models_dir):
+    # Offloading needs CUDA (ignored on the CPU with a warning); the rest runs here.
+    app = make_app(
+        MODELS_DIR=str(new_models_dir),
+        MAX_LOADED_MODELS=5,
+        ATTENTION_SLICING="true",
+        VAE_SLICING="true",
+        VAE_TILING="true",
+        TORCH_DTYPE="bfloat16",
+    )
+    client = app.test_client()
+    for model in FAMILIES:
+        body = {"prompt": "x", "model": model, "num_images": 2, **SMALL}
+        response = client.post(URL, json=body)
+        assert response.status_code == 200, (model, response.get_json())
+    import torch
+
+    flux = app.extensions["engine"].workers[0].pipeline("demo-flux")
+    assert flux.transformer.dtype == torch.bfloat16  # what docs/models.md advises for FLUX
