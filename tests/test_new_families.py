@@ -332,3 +332,12 @@ def test_micro_batches_of_each_new_family_match_lone_requests(
             assert_nearly_identical(batched, _images(cache_clients[0], body)[0])  # unbatched
     metrics = app.test_client().get("/metrics").text
     assert 't2i_batch_images_bucket{le="1.0"} 0.0' in metrics  # every call drew both images
+
+
+def test_the_flux_memory_bench_places_the_demo_with_the_loaders_code():
+    from bench.flux_memory import SETTINGS, measure
+
+    assert set(SETTINGS) >= {"none", "model_offload", "sequential_offload"}
+    result = measure("vae_tiling", "demo", steps=1, side=128, device_name="cpu")
+    assert result["setting"] == "vae_tiling" and result["peak_gib"] is None  # no CUDA here
+    assert result["seconds"] > 0
