@@ -271,7 +271,7 @@ def test_catalogue_defaults_of_the_new_models(tmp_path, name, family, steps, gui
 
 @pytest.mark.parametrize(
     ("demo", "family", "size"),
-    [("demo-flux", "flux", 1024), ("demo-pixart", "pixart", 256), ("demo-sana", "sana", 1024)],
+    [("demo-flux", "flux", 1024), ("demo-pixart", "pixart", 256), ("demo-sana", "sana", 512)],
 )
 def test_a_folder_of_a_new_family_gets_its_family_defaults(
     new_models_dir, tmp_path, demo, family, size
@@ -279,7 +279,8 @@ def test_a_folder_of_a_new_family_gets_its_family_defaults(
     from backend.model.registry import resolve_model
 
     # Not a catalogue name: the family comes from model_index.json, the size from the configs
-    # where they tell it (PixArt's sample_size), else the family's.
+    # where they tell it (sample_size x the VAE's scale: 32 x 8, 16 x 32), else the family's
+    # (FLUX's transformer config has no sample_size).
     copy = shutil.copytree(new_models_dir / demo, tmp_path / f"mine-{demo}")
     spec = resolve_model(str(copy), new_models_dir)
     assert spec.family.value == family

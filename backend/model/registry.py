@@ -221,7 +221,9 @@ def _native_size(path: Path) -> int | None:
             config_path = path / denoiser / "config.json"
             if config_path.is_file():
                 sample_size = json.loads(config_path.read_text(encoding="utf-8"))["sample_size"]
-                return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
+                # Sana's DC-AE names its levels per half: the encoder's count as well.
+                levels = vae.get("block_out_channels") or vae["encoder_block_out_channels"]
+                return int(sample_size) * 2 ** (len(levels) - 1)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
