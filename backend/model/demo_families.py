@@ -96,17 +96,16 @@ def build_flux(seed: int, guidance_embeds: bool = True):  # noqa: ANN201
 def build_sd35(seed: int):  # noqa: ANN201
     """SD3.5's shape in miniature: SD3's with RMS-normed attention and a dual-attention layer
     (what SD3.5 Medium adds); the same pipeline class as SD3."""
-    pipeline = _build_sd3(seed)
-    config = dict(pipeline.transformer.config)
     import torch
     from diffusers import SD3Transformer2DModel
 
+    pipeline = _build_sd3(seed)
+    config = {k: v for k, v in pipeline.transformer.config.items() if not k.startswith("_")}
     torch.manual_seed(seed)
-    keep = {k: v for k, v in config.items() if not k.startswith("_")}
+    # Assigning a registered component updates the pipeline's config (model_index.json) too.
     pipeline.transformer = SD3Transformer2DModel(
-        **{**keep, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}
+        **{**config, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}
     )
-    pipeline.register_modules(transformer=pipeline.transformer)
     return pipeline
 
 
