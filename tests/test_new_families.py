@@ -342,3 +342,28 @@ def test_the_flux_memory_bench_places_the_demo_with_the_loaders_code():
     result = measure("vae_tiling", "demo", steps=1, side=128, device_name="cpu")
     assert result["setting"] == "vae_tiling" and result["peak_gib"] is None  # no CUDA here
     assert result["seconds"] > 0
+
+
+def test_speed_settings_load_for_every_new_family(make_app, new_models_dir):
+    # What FUSE_QKV=auto and CHANNELS_LAST=auto turn on for GPUs, tried here on the CPU.
+    app = make_app(
+        MODELS_DIR=str(new_models_dir),
+        MAX_LOADED_MODELS=5,
+        FUSE_QKV="true",
+        CHANNELS_LAST="transformer,vae",
+    )
+    client = app.test_client()
+    for model in FAMILIES:
+        response = client.post(URL, json={"prompt": "x", "model": model, **SMALL})
+        assert response.status_code == 200, (model, response.get_json())
+    worker = app.extensions["engine"].workers[0]
+
+    def fused(model: str) -> bool:
+        transformer = worker.pipeline(model).transformer
+        processors = {type(p).__name__ for p in transformer.attn_processors.values()}
+        flags = [getattr(m, "fused_projections", False) for m in transformer.modules()]
+        return any("Fused" in name for name in processors) or any(flags)
+
+    assert fused("demo-flux") and fused("demo-pixart")
+    # SD3.5's dual attention cannot be fused (diffusers gives it the wrong processor).
+    assert not fused("demo-sd35")
