@@ -367,3 +367,16 @@ def test_speed_settings_load_for_every_new_family(make_app, new_models_dir):
     assert fused("demo-flux") and fused("demo-pixart")
     # SD3.5's dual attention cannot be fused (diffusers gives it the wrong processor).
     assert not fused("demo-sd35")
+
+
+@pytest.mark.parametrize(("model", "folder"), [("demo-flux", "taef1"), ("demo-pixart", "taesdxl")])
+def test_the_tiny_vae_of_each_family_decodes_it(make_app, new_models_dir, tmp_path, model, folder):
+    from backend.model.demo import build_tiny_vae, save_pipeline
+
+    models = tmp_path / "models"
+    shutil.copytree(new_models_dir / model, models / model)
+    save_pipeline(build_tiny_vae(latent_channels=4), models / folder)
+    app = make_app(MODELS_DIR=str(models), DEFAULT_MODEL=model, TINY_VAE="true")
+    response = app.test_client().post(URL, json={"prompt": "x", **SMALL})
+    assert response.status_code == 200, response.get_json()
+    assert type(app.extensions["engine"].pipeline().vae).__name__ == "AutoencoderTiny"
