@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed run worker dev test lint format loadtest fuzz batch-fidelity images clean
+.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed bench-flux-memory run worker dev test lint format loadtest fuzz batch-fidelity images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ install: $(VENV)/.runtime  ## create .venv with the runtime packages
 
 install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
 
-demo-model: install  ## install the trained demo (checksums verified) and build the random-weight demo-sdxl, demo-sd3
+demo-model: install  ## install the trained demo (checksums verified) and build the random-weight demos of the other families
 	$(PY) -m backend.model.demo
 
 train-demo: install  ## train the shapes demo from scratch on the CPU (under 30 min): reproduces demo_model/weights
@@ -44,6 +44,9 @@ bench: install-dev  ## the benchmark (needs make bench-model): table, bench/resu
 
 bench-speed: install-dev  ## what each speed setting gains, server by server (needs make bench-model)
 	$(PY) -m bench.speed $(SPEED_ARGS)
+
+bench-flux-memory: install  ## FLUX's peak GPU memory per memory setting (FLUX_ARGS="--size full": 12B random weights)
+	$(PY) -m bench.flux_memory $(FLUX_ARGS)
 
 .PHONY: gpu-check
 gpu-check:  ## on a GPU host (wheels: ../shared/tools/gpu-wheels): pytest -m gpu, bench, bench-speed in 8 min

@@ -22,8 +22,11 @@ TOKENIZER_MAX_LENGTH = 77  # as every CLIP tokenizer in Stable Diffusion
 
 
 def build_demo_pipeline(family: str = "sd", seed: int = DEMO_SEED):  # noqa: ANN201
-    """A `family` (sd, sdxl, sd3) pipeline of a few million random weights, fixed by `seed`."""
-    builders = {"sd": _build_sd, "sdxl": _build_sdxl, "sd3": _build_sd3}
+    """A `family` (sd, sdxl, sd3, or one of `demo_families.BUILDERS`) pipeline of a few million
+    random weights, fixed by `seed`."""
+    from backend.model.demo_families import BUILDERS
+
+    builders = {"sd": _build_sd, "sdxl": _build_sdxl, "sd3": _build_sd3, **BUILDERS}
     return builders[family](seed)
 
 
@@ -232,7 +235,15 @@ def build_tokenizer():  # noqa: ANN201
 
 
 # The catalogue's demo names, and the family each is built as.
-DEMO_FAMILIES = {"demo": "sd", "demo-sdxl": "sdxl", "demo-sd3": "sd3"}
+DEMO_FAMILIES = {
+    "demo": "sd",
+    "demo-sdxl": "sdxl",
+    "demo-sd3": "sd3",
+    "demo-sd35": "sd35",
+    "demo-flux": "flux",
+    "demo-pixart": "pixart",
+    "demo-sana": "sana",
+}
 
 
 def save_demo_model(folder: Path, family: str = "sd", seed: int = DEMO_SEED) -> Path:

@@ -1,10 +1,10 @@
 """`make demo-model`: put the demo models where the settings say.
 
 `demo` is the trained shapes model, copied from the committed weights after their checksums
-pass (and replaced when it is not exactly them); `demo-sdxl` and `demo-sd3` are built with
-random weights, if missing.
+pass (and replaced when it is not exactly them); the others (`demo-sdxl`, `demo-sd3`,
+`demo-sd35`, `demo-flux`, `demo-pixart`, `demo-sana`) are built with random weights, if missing.
 
-    python -m backend.model.demo                  # all three into MODELS_DIR
+    python -m backend.model.demo                  # all of them into MODELS_DIR
     python -m backend.model.demo demo-sdxl        # just one of them
     python -m backend.model.demo demo --output D  # into folder D
     python -m backend.model.demo --if-default     # only the default model, if it is a demo
@@ -26,7 +26,7 @@ TRAINED = "demo"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Install the demo models.")
     parser.add_argument(
-        "names", nargs="*", choices=[[], *DEMO_FAMILIES], help="demo models (default: all three)"
+        "names", nargs="*", choices=[[], *DEMO_FAMILIES], help="demo models (default: all)"
     )
     parser.add_argument("--output", type=Path, help="folder to write one demo model into")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder exists")

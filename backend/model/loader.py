@@ -49,23 +49,30 @@ def load_pipeline(
         )
         # Before placement: offloading hooks must wrap the final modules (a tiny VAE included).
         applied = speedups.optimize(pipeline, folder.family, device, speed, models_dir)
-        if memory.cpu_offload != "none" and device.type == "cuda":
-            # Weights stay in host memory and visit the GPU per model (or per layer): slower,
-            # but an SDXL or SD3 fits a small card.
-            if memory.cpu_offload == "model":
-                pipeline.enable_model_cpu_offload(device=device)
-            else:
-                pipeline.enable_sequential_cpu_offload(device=device)
-        else:
-            if memory.cpu_offload != "none":
-                log.warning("CPU_OFFLOAD=%s only applies to CUDA devices; ignored on %s",
-                            memory.cpu_offload, device)  # fmt: skip
-            pipeline.to(device)
-        if memory.attention_slicing:
-            pipeline.enable_attention_slicing()
-        if memory.vae_slicing == "true" or (memory.vae_slicing == "auto" and device.type == "cpu"):
-            # On the CPU one image at a time decodes no slower than a batch, and it bounds the
-            # peak: the bench model's worker under 4-image batches peaked at 6.2 GB, not 8.0 GB.
-            pipeline.vae.enable_slicing()
+        fit_to_device(pipeline, device, memory)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline, applied
+
+
+def fit_to_device(
+    pipeline: DiffusionPipeline, device: torch.device, memory: MemorySettings
+) -> None:
+    """Place `pipeline` on `device` as the memory settings say (offload, slicing), any family."""
+    if memory.cpu_offload != "none" and device.type == "cuda":
+        # Weights stay in host memory and visit the GPU per model (or per layer): slower,
+        # but an SDXL or SD3 fits a small card.
+        if memory.cpu_offload == "model":
+            pipeline.enable_model_cpu_offload(device=device)
+        else:
+            pipeline.enable_sequential_cpu_offload(device=device)
+    else:
+        if memory.cpu_offload != "none":
+            log.warning("CPU_OFFLOAD=%s only applies to CUDA devices; ignored on %s",
+                        memory.cpu_offload, device)  # fmt: skip
+        pipeline.to(device)
+    if memory.attention_slicing:
+        pipeline.enable_attention_slicing()
+    if memory.vae_slicing == "true" or (memory.vae_slicing == "auto" and device.type == "cpu"):
+        # On the CPU one image at a time decodes no slower than a batch, and it bounds the
+        # peak: the bench model's worker under 4-image batches peaked at 6.2 GB, not 8.0 GB.
+        getattr(pipeline.vae, "enable_slicing", lambda: None)()  # every VAE so far has it

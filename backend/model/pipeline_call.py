@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from backend.config import MemorySettings
 from backend.model import prompt_weights, schedulers
 from backend.model.catalogue import Family
-from backend.model.prompt_cache import PromptCache, uses_guidance
+from backend.model.family_call import callback_arguments, set_vae_tiling
+from backend.model.prompt_cache import PromptCache, no_negative, uses_guidance
 from backend.model.run_control import RunControl
 from backend.model.types import GenerationRequest
 
@@ -64,7 +65,7 @@ def call_pipeline(
         memory.vae_tiling == "auto" and request.width * request.height > memory.vae_tiling_pixels
     )
     # Decoding a large image in tiles bounds its memory; small ones decode faster whole.
-    (pipeline.vae.enable_tiling if tile else pipeline.vae.disable_tiling)()
+    set_vae_tiling(pipeline.vae, tile)
     # One CPU generator per image: image k of a request starts from the same noise as a
     # request for seed+k alone, on any device, batched with other requests or not.
     generators = [
@@ -81,7 +82,7 @@ def call_pipeline(
             num_images_per_prompt=per_prompt,
             generator=generators,
             output_type="pil",
-            callback_on_step_end=_step_end(controls, request.steps, on_step),
+            **callback_arguments(pipeline, _step_end(controls, request.steps, on_step)),
         )
     if choice is None:
         base = model.base_scheduler
@@ -111,8 +112,9 @@ def _text_arguments(
     if plain and len(requests) == 1 and model.prompts is None:
         # Exactly the call a lone request always made: MAX_BATCH_SIZE=1 changes nothing.
         # None, not "", so each family uses its own unconditional embedding (SDXL zeroes
-        # it for an empty negative prompt).
-        texts = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
+        # it for an empty negative prompt); PixArt-Σ and Sana take "" (`no_negative`).
+        negative = request.negative_prompt or no_negative(model.family)
+        texts = {"prompt": request.prompt, "negative_prompt": negative}
         return texts, request.num_images
     # One entry per image, in the order the images come out.
     per_image = [each for each in requests for _ in range(each.num_images)]
@@ -121,7 +123,7 @@ def _text_arguments(
         negatives = (
             [each.negative_prompt for each in per_image] if request.negative_prompt else None
         )
-        return {"prompt": prompts, "negative_prompt": negatives}, 1
+        return {"prompt": prompts, "negative_prompt": negatives or no_negative(model.family)}, 1
     # The embeddings the call would compute itself, from the cache where seen before; per
     # image already (SD3 would not repeat given embeddings for num_images_per_prompt).
     guidance = uses_guidance(model.pipeline, request.guidance_scale)

@@ -3,7 +3,8 @@
 Clients repeat prompts all the time (the same prompt with new seeds, a UI re-rolling an image),
 and the text encoders cost a fixed slice of every call: CLIP for SD, two CLIPs for SDXL, two CLIPs
 and T5 for SD3. The embeddings are exactly what the pipeline would compute itself, handed to it
-as `prompt_embeds` and friends, so images are byte-identical with the cache on or off.
+as `prompt_embeds` and friends, so images are byte-identical with the cache on or off. The same
+holds for FLUX (CLIP and T5), PixArt-Σ (T5) and Sana (Gemma2).
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ _OUTPUTS = {
     ),
 }
 _OUTPUTS[Family.SD3] = _OUTPUTS[Family.SDXL]
+# FLUX's third output (text_ids) is rebuilt by the call from the embeddings: not an argument.
+_OUTPUTS[Family.FLUX] = ("prompt_embeds", "pooled_prompt_embeds", None)
+_OUTPUTS[Family.PIXART] = (
+    "prompt_embeds",
+    "prompt_attention_mask",
+    "negative_prompt_embeds",
+    "negative_prompt_attention_mask",
+)
+_OUTPUTS[Family.SANA] = _OUTPUTS[Family.PIXART]
+# PixArt-Σ and Sana tokenise the negative prompt as text even when there is none: they take ""
+# for none (None fails), and None once its embeddings are given (both together are refused).
+_TEXT_NEGATIVE = (Family.PIXART, Family.SANA)
 
 Embeddings = dict[str, "torch.Tensor"]
 
@@ -41,7 +54,15 @@ def uses_guidance(pipeline: Any, guidance_scale: float) -> bool:
     unet = getattr(pipeline, "unet", None)
     # Distilled models with a guidance embedding (LCM) never run an unconditional pass.
     embedded = unet is not None and unet.config.get("time_cond_proj_dim") is not None
-    return guidance_scale > 1 and not embedded
+    # FLUX.1 is guidance-distilled: dev takes the scale as an input of its transformer, schnell
+    # ignores it, and neither runs an unconditional pass (no negative prompt: see rules.py).
+    flux = type(pipeline).__name__.startswith("Flux")
+    return guidance_scale > 1 and not embedded and not flux
+
+
+def no_negative(family: Family) -> str | None:
+    """What a `family` pipeline's call takes as negative_prompt when a request has none."""
+    return "" if family in _TEXT_NEGATIVE else None
 
 
 class PromptCache:
@@ -75,11 +96,14 @@ class PromptCache:
             self._one(pipeline, family, each, guidance=guidance, clip_skip=clip_skip, shape=shape)
             for each in plans
         ]
+        # The negative prompt's embeddings replace its text (PixArt-Σ and Sana default it to "").
+        extra = {"negative_prompt": None} if family in _TEXT_NEGATIVE else {}
         if len(per_image) == 1:
-            return per_image[0]
+            return {**per_image[0], **extra}
         import torch
 
-        return {name: torch.cat([each[name] for each in per_image]) for name in per_image[0]}
+        joined = {name: torch.cat([each[name] for each in per_image]) for name in per_image[0]}
+        return {**joined, **extra}
 
     def _one(
         self,
@@ -136,7 +160,7 @@ def encode(
             do_classifier_free_guidance=guidance,
             negative_prompt=negative,
         )
-    else:
+    elif family is Family.SD3:
         outputs = pipeline.encode_prompt(
             prompt=prompt,
             prompt_2=None,
@@ -146,9 +170,42 @@ def encode(
             do_classifier_free_guidance=guidance,
             negative_prompt=negative,
         )
+    else:
+        outputs = encode_transformer_family(pipeline, family, prompt, negative, guidance)
     # Without guidance the negative embeddings are None: the call must not be given them.
     return {
         name: value
         for name, value in zip(_OUTPUTS[family], outputs, strict=True)
-        if value is not None
+        if value is not None and name is not None
     }
+
+
+def encode_transformer_family(
+    pipeline: Any, family: Family, prompt: str, negative: str | None, guidance: bool
+) -> tuple:
+    """encode_prompt of FLUX, PixArt-Σ and Sana, with the text options their __call__ passes
+    (sequence length, caption cleaning, Sana's instruction): the embeddings must be the call's."""
+    import inspect
+
+    call_defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(pipeline.__call__).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    device = pipeline._execution_device
+    length = call_defaults["max_sequence_length"]
+    if family is Family.FLUX:
+        return pipeline.encode_prompt(
+            prompt=prompt, prompt_2=None, device=device, max_sequence_length=length
+        )
+    options = {"clean_caption": call_defaults["clean_caption"], "max_sequence_length": length}
+    if family is Family.SANA:
+        options["complex_human_instruction"] = call_defaults["complex_human_instruction"]
+    return pipeline.encode_prompt(
+        prompt,
+        guidance,
+        negative_prompt=negative if negative is not None else "",
+        num_images_per_prompt=1,
+        device=device,
+        **options,
+    )

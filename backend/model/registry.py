@@ -19,7 +19,10 @@ from backend.model.errors import ModelFolderError, ModelNotFoundError
 PIPELINE_FAMILIES: dict[str, Family] = {
     "StableDiffusionPipeline": Family.SD,
     "StableDiffusionXLPipeline": Family.SDXL,
-    "StableDiffusion3Pipeline": Family.SD3,
+    "StableDiffusion3Pipeline": Family.SD3,  # SD3.5 too
+    "FluxPipeline": Family.FLUX,
+    "PixArtSigmaPipeline": Family.PIXART,
+    "SanaPipeline": Family.SANA,
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Components that carry no weights; every other component folder with a config must have some.
@@ -160,11 +163,23 @@ def inspect_folder(spec: ModelSpec, drop_t5: bool = False) -> ModelFolder:
 
 
 # The AutoencoderTiny (TAESD) folder in MODELS_DIR each family decodes with when TINY_VAE=true.
-TINY_VAE_FOLDERS = {Family.SD: "taesd", Family.SDXL: "taesdxl", Family.SD3: "taesd3"}
+# PixArt-Σ decodes with SDXL's VAE; Sana's DC-AE has no tiny twin.
+TINY_VAE_FOLDERS = {
+    Family.SD: "taesd",
+    Family.SDXL: "taesdxl",
+    Family.SD3: "taesd3",
+    Family.FLUX: "taef1",
+    Family.PIXART: "taesdxl",
+}
 
 
 def check_tiny_vae(family: Family, models_dir: Path) -> Path:
     """The family's tiny VAE folder, if it holds safetensors weights; ModelFolderError if not."""
+    if family not in TINY_VAE_FOLDERS:
+        raise ModelFolderError(
+            f"TINY_VAE=true, but there is no tiny VAE for {family.value} models. "
+            "Set TINY_VAE=false."
+        )
     folder = models_dir / TINY_VAE_FOLDERS[family]
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise ModelFolderError(
@@ -206,7 +221,9 @@ def _native_size(path: Path) -> int | None:
             config_path = path / denoiser / "config.json"
             if config_path.is_file():
                 sample_size = json.loads(config_path.read_text(encoding="utf-8"))["sample_size"]
-                return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
+                # Sana's DC-AE names its levels per half: the encoder's count as well.
+                levels = vae.get("block_out_channels") or vae["encoder_block_out_channels"]
+                return int(sample_size) * 2 ** (len(levels) - 1)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None

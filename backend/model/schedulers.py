@@ -63,13 +63,22 @@ _KARRAS_CHOICES = tuple(
     for choice in _BASE_CHOICES
     if choice.name in _KARRAS_CAPABLE
 )
-# SD3 is a flow-matching model: the noise-prediction schedulers above do not apply to it.
+# SD3, SD3.5 and FLUX are flow-matching models: the noise-prediction schedulers above do not
+# apply to them. Sana is flow-matching too, sampled by DPM-Solver++ on flow sigmas: its own
+# scheduler's config (use_flow_sigmas, flow_prediction) carries over to the choice built on it.
 _FLOW_CHOICES = (SchedulerChoice("euler", "Euler", "FlowMatchEulerDiscreteScheduler", {}),)
+_SANA_CHOICES = tuple(c for c in _BASE_CHOICES if c.name == "dpmpp_2m")
+# PixArt-Σ predicts noise like SD (its pipeline takes any of diffusers' Karras schedulers; its
+# own is DPM-Solver++ 2M); LCM needs a consistency-distilled model.
+_PIXART_CHOICES = tuple(c for c in _BASE_CHOICES + _KARRAS_CHOICES if c.name != "lcm")
 
 _BY_FAMILY: dict[Family, tuple[SchedulerChoice, ...]] = {
     Family.SD: _BASE_CHOICES + _KARRAS_CHOICES,
     Family.SDXL: _BASE_CHOICES + _KARRAS_CHOICES,
     Family.SD3: _FLOW_CHOICES,
+    Family.FLUX: _FLOW_CHOICES,
+    Family.PIXART: _PIXART_CHOICES,
+    Family.SANA: _SANA_CHOICES,
 }
 SCHEDULER_NAMES: tuple[str, ...] = tuple(
     dict.fromkeys(c.name for choices in _BY_FAMILY.values() for c in choices)

@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
 from backend.config import Limits
 from backend.model import clip_skip as clip_layers
 from backend.model import prompt_syntax, schedulers
-from backend.model.catalogue import ModelSpec
+from backend.model.catalogue import Family, ModelSpec
 from backend.model.registry import ModelCatalog
 from backend.model.types import MAX_SEED, GenerationRequest
 from backend.view.text import clean_body
@@ -22,6 +22,10 @@ from backend.view.text import clean_body
 MIN_SIDE = 64
 MAX_GUIDANCE = 30.0
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+FLUX_NO_NEGATIVE = (
+    "Model '{}' is a FLUX.1 model, which takes no negative prompt (it is guidance-distilled: "
+    "there is no unconditional pass to steer away from). Leave negative_prompt empty."
+)
 
 
 def between(minimum: float, maximum: float) -> validate.Range:
@@ -109,7 +113,11 @@ class GenerationSchema(Schema):
         clip_skip: int | None = None,
     ) -> GenerationRequest:
         """A GenerationRequest from what a body gave; None (and seed -1) take the defaults."""
-        defaults = self.spec(model).defaults
+        spec = self.spec(model)
+        if negative_prompt and spec.family is Family.FLUX:
+            # Guidance-distilled: no unconditional pass for a negative prompt to steer.
+            raise ValidationError({"negative_prompt": [FLUX_NO_NEGATIVE.format(spec.name)]})
+        defaults = spec.defaults
         return GenerationRequest(
             prompt=prompt,
             negative_prompt=negative_prompt or "",
