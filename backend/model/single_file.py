@@ -87,8 +87,28 @@ def model_name(path: Path) -> str:
 
 
 def listed_names(models_dir: Path) -> list[str]:
-    """The model names of the `.safetensors` checkpoints directly in `models_dir`."""
-    return [model_name(path) for path in models_dir.glob(f"*{SUFFIX}") if path.is_file()]
+    """The model names of the `.safetensors` checkpoints directly in `models_dir` whose layout
+    is known (a LoRA dropped there is not listed; requested by name, it is refused naming it)."""
+    return [model_name(path) for path in models_dir.glob(f"*{SUFFIX}") if _known(path)]
+
+
+_KNOWN: dict[tuple[Path, int, int], bool] = {}  # (file, size, mtime) -> layout known
+
+
+def _known(path: Path) -> bool:
+    """Whether `path` is a checkpoint of a known layout; cached, as listings read it often."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _KNOWN:
+        try:
+            inspect_checkpoint(path)
+            _KNOWN[key] = True
+        except ModelFolderError:
+            _KNOWN[key] = False
+    return _KNOWN[key] and path.is_file()
 
 
 def resolve_checkpoint(value: str, models_dir: Path) -> CheckpointSpec | None:

@@ -62,7 +62,9 @@ def _second_encoder(folder: CheckpointFolder, dtype: Any) -> dict[str, Any]:
 
     with safe_open(str(folder.path), "pt") as handle:
         names = [name for name in handle.keys() if name.startswith(prefix)]  # noqa: SIM118
-        weights = {name: handle.get_tensor(name) for name in names}
+        # Fresh copies: tensors read this way can sit unaligned, and some CPU kernels then round
+        # differently (without the copy, an SD3 image's last bit differed from its folder's).
+        weights = {name: handle.get_tensor(name).clone() for name in names}
     config = CLIPTextConfig.from_pretrained(
         str(folder.config), subfolder="text_encoder_2", local_files_only=True
     )
