@@ -176,6 +176,8 @@ def test_detection_names_each_family(single_dir):
         struct.pack("<Q", 2**62) + b"{}",  # a header length far past the file's end
         struct.pack("<Q", 4) + b"\xff\xfe{]",  # not JSON
         struct.pack("<Q", 2) + b"[]",  # JSON, but not a header
+        struct.pack("<Q", 200_000) + b"[" * 200_000,  # nested past Python's recursion limit
+        struct.pack("<Q", 31) + b'{"a": {"dtype": "F32"}, "b": 1}',  # entries without shapes
     ],
 )
 def test_hostile_headers_are_refused_by_name(tmp_path, content):

@@ -67,7 +67,7 @@ def read_header(path: Path) -> dict[str, dict]:
         raise ModelFolderError(f"'{shown}' cannot be read ({error.strerror}).") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..."
         raise ModelFolderError(
             f"'{shown}' is not a readable safetensors file (its header is not JSON)."
         ) from None
@@ -92,7 +92,7 @@ def read_metadata(path: Path) -> dict[str, str]:
             if length > MAX_HEADER_BYTES:
                 return {}
             metadata = json.loads(handle.read(length)).get("__metadata__") or {}
-    except (OSError, ValueError, struct.error, AttributeError):
+    except (OSError, ValueError, RecursionError, struct.error, AttributeError):
         return {}
     return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
 

@@ -47,8 +47,7 @@ def display_path(path: Path) -> str:
 
 
 def resolve_model(value: str, models_dir: Path) -> ModelSpec:
-    """The spec `value` names: a catalogue name, a folder or checkpoint file in `models_dir`,
-    or a path."""
+    """The spec `value` names: a catalogue name, a folder or file in `models_dir`, or a path."""
     checkpoint = single_file.resolve_checkpoint(value, models_dir)
     if checkpoint is not None:
         return checkpoint
@@ -100,8 +99,7 @@ class ModelCatalog:
             return self._specs[name]
 
     def available(self) -> list[str]:
-        """Names a request may use: the default and every servable folder or `.safetensors`
-        checkpoint in MODELS_DIR."""
+        """Names a request may use: the default and every servable folder or file in MODELS_DIR."""
         names = {self.default.name}
         if self.models_dir.is_dir():
             folders = [p.name for p in self.models_dir.iterdir() if p.is_dir()]
