@@ -193,3 +193,88 @@ def test_the_converter_command_line(single_dir, tmp_path):
     assert inspect_checkpoint(out).kind == "sd2"
     header = json.loads(out.read_bytes()[8 : 8 + struct.unpack("<Q", out.read_bytes()[:8])[0]])
     assert "cond_stage_model.model.token_embedding.weight" in header
+
+
+def test_an_a1111_title_names_the_file(single_client):
+    body = {"prompt": "x", "steps": 2, "seed": 1, "width": 64, "height": 64}
+    titled = {**body, "override_settings": {"sd_model_checkpoint": "twin-file.safetensors [0a1b]"}}
+    response = single_client.post("/sdapi/v1/txt2img", json=titled)
+    assert response.status_code == 200, response.get_json()
+    assert "Model: twin-file" in json.loads(response.get_json()["info"])["infotexts"][0]
+
+
+def _header_only(path: Path, names: dict[str, list[int]], metadata: dict | None = None) -> Path:
+    """A file with a safetensors header naming tensors of these shapes (and no data)."""
+    header: dict = {
+        n: {"dtype": "F16", "shape": s, "data_offsets": [0, 0]} for n, s in names.items()
+    }
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+_VAE = {"first_stage_model.decoder.conv_in.weight": [512, 4, 3, 3]}
+_UNET = {"model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3]}
+_CLIPS = {
+    f"text_encoders.clip_{n}.transformer.text_model.embeddings.token_embedding.weight": [49408, w]
+    for n, w in (("l", 768), ("g", 1280))
+}
+
+
+_T5 = {"text_encoders.t5xxl.transformer.shared.weight": [32128, 4096]}
+_XL_CLIP_G = {"conditioner.embedders.1.model.positional_embedding": [77, 1280]}
+_REFINER = {"conditioner.embedders.0.model.text_projection": [1280, 1280]}
+_OPEN_CLIP = {"cond_stage_model.model.token_embedding.weight": [49408, 1024]}
+_V = {"modelspec.prediction_type": "v"}
+
+
+def _mmdit(depth: int, attn2: bool = False) -> dict[str, list[int]]:
+    names = {
+        f"model.diffusion_model.joint_blocks.{i}.context_block.adaLN_modulation.1.bias": [9216]
+        for i in range(depth)
+    }
+    if attn2:
+        names["model.diffusion_model.joint_blocks.0.x_block.attn2.qkv.weight"] = [4608, 1536]
+    return {
+        **names,
+        **{
+            n.replace("context", "x").replace("adaLN_modulation.1.bias", "mlp.fc1.weight"): [1, 1]
+            for n in names
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("names", "metadata", "expected"),
+    [
+        ({**_mmdit(24), **_CLIPS, **_VAE}, None, ("sd3", False, False)),
+        ({**_mmdit(24), **_CLIPS, **_VAE, **_T5}, None, ("sd3", True, False)),
+        ({**_mmdit(24, attn2=True), **_CLIPS, **_VAE}, None, ("sd3.5-medium", False, False)),
+        ({**_mmdit(38), **_CLIPS, **_VAE}, None, ("sd3.5-large", False, False)),
+        ({**_UNET, **_VAE, **_XL_CLIP_G}, _V, ("sdxl", False, True)),
+        ({**_UNET, **_VAE, **_OPEN_CLIP, "v_pred": [0]}, None, ("sd2", False, True)),
+        ({**_UNET, **_VAE, **_OPEN_CLIP}, None, ("sd2", False, False)),
+    ],
+)  # fmt: skip
+def test_detection_from_names_and_shapes(tmp_path, names, metadata, expected):
+    kind = inspect_checkpoint(_header_only(tmp_path / "m.safetensors", names, metadata))
+    assert (kind.kind, kind.has_t5, kind.v_prediction) == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "words"),
+    [
+        ({"double_blocks.0.img_attn.norm.key_norm.scale": [128]}, "FLUX.1"),
+        ({**_mmdit(24), **_VAE}, "without its CLIP text encoders"),
+        ({"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3], **_VAE}, "inpainting"),
+        ({**_UNET, **_VAE, **_REFINER}, "refiner"),
+        ({**_UNET, **_OPEN_CLIP}, "no VAE"),
+        ({"lora_unet_a.lora_down.weight": [4, 320]}, "not a checkpoint layout"),
+    ],
+)  # fmt: skip
+def test_layouts_the_server_does_not_serve_are_refused_by_name(tmp_path, names, words):
+    with pytest.raises(ModelFolderError, match=r"'m\.safetensors'") as refusal:
+        inspect_checkpoint(_header_only(tmp_path / "m.safetensors", names))
+    assert words in str(refusal.value)
