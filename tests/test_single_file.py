@@ -278,3 +278,19 @@ def test_layouts_the_server_does_not_serve_are_refused_by_name(tmp_path, names, 
     with pytest.raises(ModelFolderError, match=r"'m\.safetensors'") as refusal:
         inspect_checkpoint(_header_only(tmp_path / "m.safetensors", names))
     assert words in str(refusal.value)
+
+
+def test_a_file_linked_from_outside_models_dir_is_unknown(single_dir, tmp_path):
+    from backend.model.errors import ModelNotFoundError
+    from backend.model.registry import ModelCatalog
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(single_dir / "twin-file.safetensors", models / "inside.safetensors")
+    (models / "escape.safetensors").symlink_to(single_dir / "twin-file.safetensors")
+    catalog = ModelCatalog("inside", models)
+    assert catalog.available() == ["inside"]
+    assert catalog.resolve("inside.safetensors").name == "inside"
+    for name in ("escape", "escape.safetensors", "../single0/twin-file"):
+        with pytest.raises(ModelNotFoundError):
+            catalog.resolve(name)
