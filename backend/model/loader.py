@@ -13,6 +13,8 @@ from diffusers.utils import logging as diffusers_logging
 from backend.config import MemorySettings, SpeedSettings
 from backend.model import speed as speedups
 from backend.model.registry import ModelFolder
+from backend.model.single_file import CheckpointFolder
+from backend.model.single_file_loader import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ diffusers_logging.disable_progress_bar()
 
 
 def load_pipeline(
-    folder: ModelFolder,
+    folder: ModelFolder | CheckpointFolder,
     device: torch.device,
     dtype: torch.dtype,
     memory: MemorySettings,
@@ -38,15 +40,10 @@ def load_pipeline(
     """Load `folder` for `device`, fitted as `memory` says and sped up as `speed` says; raises
     what diffusers raises (and ModelFolderError for a missing tiny VAE)."""
     with _LOADING:
-        pipeline = AutoPipelineForText2Image.from_pretrained(
-            folder.path,
-            local_files_only=True,
-            use_safetensors=True,
-            variant=folder.variant,
-            dtype=dtype,
-            # Components the folder lacks (SD3 without T5) must be named as None to diffusers.
-            **dict.fromkeys(folder.absent),
-        )
+        if isinstance(folder, CheckpointFolder):
+            pipeline = load_checkpoint(folder, dtype)
+        else:
+            pipeline = _load_folder(folder, dtype)
         # Before placement: offloading hooks must wrap the final modules (a tiny VAE included).
         applied = speedups.optimize(pipeline, folder.family, device, speed, models_dir)
         fit_to_device(pipeline, device, memory)
@@ -76,3 +73,15 @@ def fit_to_device(
         # On the CPU one image at a time decodes no slower than a batch, and it bounds the
         # peak: the bench model's worker under 4-image batches peaked at 6.2 GB, not 8.0 GB.
         getattr(pipeline.vae, "enable_slicing", lambda: None)()  # every VAE so far has it
+
+
+def _load_folder(folder: ModelFolder, dtype: torch.dtype) -> DiffusionPipeline:
+    return AutoPipelineForText2Image.from_pretrained(
+        folder.path,
+        local_files_only=True,
+        use_safetensors=True,
+        variant=folder.variant,
+        dtype=dtype,
+        # Components the folder lacks (SD3 without T5) must be named as None to diffusers.
+        **dict.fromkeys(folder.absent),
+    )

@@ -25,7 +25,7 @@ def list_models(catalog: ModelCatalog, holders: Iterable[ModelHolder]) -> list[M
         ModelInfo(
             spec=spec,
             folder=display_path(spec.folder),
-            exists=(spec.folder / "model_index.json").is_file(),
+            exists=spec.folder.is_file() or (spec.folder / "model_index.json").is_file(),
             loaded_on=tuple(h.name for h in holders if spec.name in h.loaded_models),
             default=spec.name == catalog.default.name,
             error=next(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backend.config import ROOT, resolve_path
+from backend.model import single_file
 from backend.model.catalogue import FAMILY_DEFAULTS, Family, ModelName, ModelSpec
 from backend.model.errors import ModelFolderError, ModelNotFoundError
 
@@ -49,7 +50,10 @@ def display_path(path: Path) -> str:
 
 
 def resolve_model(value: str, models_dir: Path) -> ModelSpec:
-    """The spec `value` names: a catalogue name, a folder in `models_dir`, or a path."""
+    """The spec `value` names: a catalogue name, a folder or file in `models_dir`, or a path."""
+    checkpoint = single_file.resolve_checkpoint(value, models_dir)
+    if checkpoint is not None:
+        return checkpoint
     try:
         return ModelName(value).spec(models_dir)
     except ValueError:
@@ -98,10 +102,12 @@ class ModelCatalog:
             return self._specs[name]
 
     def available(self) -> list[str]:
-        """Names a request may use: the default and every servable folder in MODELS_DIR."""
+        """Names a request may use: the default and every servable folder or file in MODELS_DIR."""
         names = {self.default.name}
         if self.models_dir.is_dir():
-            names.update(p.name for p in self.models_dir.iterdir() if self._servable(p.name))
+            folders = [p.name for p in self.models_dir.iterdir() if p.is_dir()]
+            files = single_file.listed_names(self.models_dir)
+            names.update(name for name in folders + files if self._servable(name))
         return sorted(names)
 
     def listing(self) -> list[ModelSpec]:
@@ -120,12 +126,13 @@ class ModelCatalog:
     def _servable(self, name: str) -> bool:
         if not _REQUEST_NAME.fullmatch(name) or ".." in name:
             return False
-        folder = self.models_dir / name
+        path: Path | None = self.models_dir / name
+        if not (path / "model_index.json").is_file():  # then a single-file checkpoint, or none
+            path = single_file.checkpoint_path(name, self.models_dir)
         try:
-            inside = folder.resolve().is_relative_to(self.models_dir.resolve())
+            return path is not None and path.resolve().is_relative_to(self.models_dir.resolve())
         except OSError:  # a symlink loop, say
             return False
-        return inside and (folder / "model_index.json").is_file()
 
 
 # SD3's T5 encoder is optional: without it SD3 needs ~10 GB less and prompts lose some detail.
@@ -133,7 +140,10 @@ SD3_T5_COMPONENTS = ("text_encoder_3", "tokenizer_3")
 
 
 def inspect_folder(spec: ModelSpec, drop_t5: bool = False) -> ModelFolder:
-    """Check that `spec.folder` is a loadable diffusers folder with safetensors weights."""
+    """Check that `spec.folder` is a loadable diffusers folder with safetensors weights (or
+    `spec` a loadable single-file checkpoint: a CheckpointFolder, ModelFolder's duck twin)."""
+    if isinstance(spec, single_file.CheckpointSpec):
+        return single_file.inspect_single_file(spec, drop_t5)  # type: ignore[return-value]
     path, shown = spec.folder, display_path(spec.folder)
     if not path.is_dir():
         what = "is not a folder" if path.exists() else "does not exist"

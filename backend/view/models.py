@@ -28,7 +28,10 @@ class ModelInfoSchema(Schema):
         required=True, metadata={"description": "Where its files are (or should be)."}
     )
     exists = fields.Boolean(
-        required=True, metadata={"description": "The folder holds a model_index.json."}
+        required=True,
+        metadata={
+            "description": "Its folder holds a model_index.json, or its checkpoint file is there."
+        },
     )
     loaded = fields.Boolean(required=True, metadata={"description": "In memory now."})
     loaded_on = fields.List(
