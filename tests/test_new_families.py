@@ -380,3 +380,25 @@ def test_the_tiny_vae_of_each_family_decodes_it(make_app, new_models_dir, tmp_pa
     response = app.test_client().post(URL, json={"prompt": "x", **SMALL})
     assert response.status_code == 200, response.get_json()
     assert type(app.extensions["engine"].pipeline().vae).__name__ == "AutoencoderTiny"
+
+
+def test_flux_honours_emphasis_and_long_prompts_with_the_cache_on_or_off(cache_clients):
+    body = {"prompt": "a castle on a hill", "model": "demo-flux", **SMALL, "seed": 5}
+    off, on = cache_clients
+    plain = _images(on, body)[0]
+    weighted = {**body, "prompt": "a (castle:1.5) on a [hill]"}
+    assert _images(on, weighted)[0] != plain
+    assert _images(off, weighted) == _images(on, weighted)
+    # Well past CLIP's 77 tokens: T5 reads it all in FLUX's 512-token window.
+    long = "a quiet town by the sea with boats " * 12
+    first = _images(on, {**body, "prompt": long + "and a red kite"})[0]
+    assert first != _images(on, {**body, "prompt": long + "and a blue fish"})[0]
+
+
+@pytest.mark.parametrize("model", ["demo-pixart", "demo-sana"])
+def test_pixart_and_sana_refuse_emphasis_naming_the_field(client, model):
+    body = {"prompt": "a (castle:1.3)", "model": model, **SMALL}
+    response = client.post(URL, json=body)
+    assert response.status_code == 400
+    assert "plain prompts" in response.get_json()["details"]["prompt"][0]
+    assert client.post(URL, json={**body, "prompt": "a castle"}).status_code == 200

@@ -14,6 +14,10 @@ token, and the pooled embedding is text_encoder_2's for the first chunk. SD3: th
 two CLIPs, and T5 (when loaded) reads the whole prompt in one window of 256 tokens, or 512 when
 the prompt needs more, weighted the same way.
 
+FLUX: T5 (text_encoder_2) reads the whole weighted prompt in its 512-token window; CLIP only
+gives the pooled embedding, of the text without its syntax, as FLUX's own encode_prompt does.
+PixArt-Σ and Sana take plain prompts only (the schemas refuse emphasis for them).
+
 A plain prompt that fits the window keeps the pipeline's own encode_prompt (`prompt_cache.encode`)
 so its images stay byte-identical to what they always were.
 """
@@ -26,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from backend.model import clip_skip as skip
 from backend.model.catalogue import Family
-from backend.model.prompt_syntax import check, is_plain
+from backend.model.prompt_syntax import BREAK, check, is_plain
 
 if TYPE_CHECKING:
     import torch
 
 COMMA_BACKTRACK = 20  # AUTOMATIC1111's default comma_padding_backtrack
 T5_LENGTHS = (256, 512)  # diffusers' default max_sequence_length, and SD3's longest
+FLUX_T5_LENGTH = 512  # FluxPipeline's own max_sequence_length: its window, always
 Pieces = tuple[tuple[str, float], ...]
 Chunk = tuple[list[int], list[float]]  # a chunk's tokens and weights, without BOS/EOS
 
@@ -48,20 +53,29 @@ class Side:
 
     @property
     def chunks(self) -> int:
-        """CLIP chunks this text needs."""
-        return max(len(each) for each in self.clip)
+        """CLIP chunks this text needs (1 for families whose CLIP reads no chunks)."""
+        return max((len(each) for each in self.clip), default=1)
+
+    flux: bool = False  # FLUX: T5 always reads its one 512-token window
 
     @property
     def t5_length(self) -> int:
         """T5 window this text needs."""
+        if self.flux:
+            return FLUX_T5_LENGTH
         needed = len(self.t5[0]) if self.t5 else 0
         return next((size for size in T5_LENGTHS if needed <= size), T5_LENGTHS[-1])
 
     @property
     def plain(self) -> bool:
         """No syntax, and short enough for the pipeline's own encoding."""
-        fits = self.chunks == 1 and self.t5_length == T5_LENGTHS[0]
+        fits = self.chunks == 1 and (self.flux or self.t5_length == T5_LENGTHS[0])
         return fits and is_plain(self.text, [list(p) for p in self.pieces])
+
+    @property
+    def plain_text(self) -> str:
+        """The text without its syntax (what CLIP pools for FLUX)."""
+        return "".join(text for text, weight in self.pieces if (text, weight) != BREAK)
 
 
 @dataclass(frozen=True)
@@ -100,14 +114,18 @@ def _side(pipeline: Any, family: Family, text: str) -> Side:
     )
     t5 = None
     if family is Family.SD3 and getattr(pipeline, "text_encoder_3", None) is not None:
-        t5 = _t5_tokens(pipeline, pieces)
-    return Side(text, pieces, clip, t5)
+        t5 = _t5_tokens(pipeline, pipeline.tokenizer_3, pieces, T5_LENGTHS[-1])
+    elif family is Family.FLUX:
+        t5 = _t5_tokens(pipeline, pipeline.tokenizer_2, pieces, FLUX_T5_LENGTH)
+    return Side(text, pieces, clip, t5, flux=family is Family.FLUX)
 
 
 def _clip_tokenizers(pipeline: Any, family: Family) -> list[Any]:
     if family is Family.SD:
         return [pipeline.tokenizer]
-    return [pipeline.tokenizer, pipeline.tokenizer_2]
+    if family in (Family.SDXL, Family.SD3):
+        return [pipeline.tokenizer, pipeline.tokenizer_2]
+    return []  # FLUX pools its CLIP on plain text; PixArt-Σ and Sana have no CLIP
 
 
 def _tokenize(pipeline: Any, tokenizer: Any, pieces: Pieces) -> list[list[int]]:
@@ -155,8 +173,7 @@ def _chunks(pipeline: Any, tokenizer: Any, pieces: Pieces) -> list[Chunk]:
     return chunks
 
 
-def _t5_tokens(pipeline: Any, pieces: Pieces) -> Chunk:
-    tokenizer = pipeline.tokenizer_3
+def _t5_tokens(pipeline: Any, tokenizer: Any, pieces: Pieces, window: int) -> Chunk:
     tokens: list[int] = []
     weights: list[float] = []
     for ids, (text, weight) in zip(_tokenize(pipeline, tokenizer, pieces), pieces, strict=True):
@@ -164,7 +181,7 @@ def _t5_tokens(pipeline: Any, pieces: Pieces) -> Chunk:
             continue  # one window: nothing to break
         tokens += ids
         weights += [weight] * len(ids)
-    limit = T5_LENGTHS[-1] - 1
+    limit = window - 1
     return [*tokens[:limit], tokenizer.eos_token_id], [*weights[:limit], 1.0]
 
 
@@ -180,6 +197,9 @@ def encode(
     """One image's embeddings, as the pipeline's keyword arguments, at `shape` (chunks, T5)."""
     import torch
 
+    if family is Family.FLUX:  # guidance-distilled: no negative embeddings, ever
+        embeds, pooled = _encode_flux(pipeline, text.positive)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
     layer = skip.effective(family, clip_skip)
     positive = _encode_side(pipeline, family, text.positive, layer, shape)
     out = {"prompt_embeds": positive[0]}
@@ -291,13 +311,31 @@ def _final_norm(encoder: Any) -> Any:
     return found if found is not None else encoder.text_model.final_layer_norm
 
 
-def _encode_t5(pipeline: Any, side: Side, length: int, device: Any) -> torch.Tensor:
+def _encode_flux(pipeline: Any, side: Side) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLUX's T5 states of the weighted prompt, and CLIP's pooled output of its plain text."""
+    device = pipeline._execution_device
+    tokenizer, encoder = pipeline.tokenizer, pipeline.text_encoder
+    ids = tokenizer(
+        side.plain_text,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    pooled = encoder(ids.to(device), output_hidden_states=False).pooler_output
+    pooled = pooled.to(dtype=encoder.dtype, device=device)
+    states = _encode_t5(pipeline, side, FLUX_T5_LENGTH, device, t5=pipeline.text_encoder_2)
+    return states, pooled
+
+
+def _encode_t5(pipeline: Any, side: Side, length: int, device: Any, t5: Any = None) -> torch.Tensor:
     import torch
 
     if side.t5 is None:  # no T5 loaded: zeros, as the pipeline gives itself
         width = pipeline.transformer.config.joint_attention_dim
         return torch.zeros((1, length, width), device=device, dtype=pipeline.text_encoder.dtype)
-    tokenizer, encoder = pipeline.tokenizer_3, pipeline.text_encoder_3
+    encoder = t5 if t5 is not None else pipeline.text_encoder_3
+    tokenizer = pipeline.tokenizer_2 if t5 is not None else pipeline.tokenizer_3
     tokens, weights = side.t5  # the last token is T5's EOS: it stays last
     tokens = tokens[:-1][: length - 1] + tokens[-1:]
     weights = [*weights[:-1][: length - 1], 1.0]

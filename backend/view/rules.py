@@ -114,6 +114,10 @@ class GenerationSchema(Schema):
     ) -> GenerationRequest:
         """A GenerationRequest from what a body gave; None (and seed -1) take the defaults."""
         spec = self.spec(model)
+        if spec.family in PLAIN_ONLY:
+            for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+                if text and not prompt_syntax.is_plain(text, prompt_syntax.check(text)):
+                    raise ValidationError({name: [PLAIN_ONLY_PROMPT.format(spec.name)]})
         if negative_prompt and spec.family is Family.FLUX:
             # Guidance-distilled: no unconditional pass for a negative prompt to steer.
             raise ValidationError({"negative_prompt": [FLUX_NO_NEGATIVE.format(spec.name)]})
@@ -158,6 +162,13 @@ class GenerationSchema(Schema):
         known = ", ".join(choice.name for choice in schedulers.choices(spec.family))
         return f"Unknown scheduler '{name[:40]}' for model '{spec.name}'. Known: {known}."
 
+
+# PixArt-Σ and Sana: their T5 / Gemma encoders get the text as written (prompt_weights).
+PLAIN_ONLY = frozenset({Family.PIXART, Family.SANA})
+PLAIN_ONLY_PROMPT = (
+    "Model '{}' takes plain prompts: emphasis such as (word:1.2) or [word], escapes and BREAK "
+    "are only supported for SD, SDXL, SD3 and FLUX models. Remove the brackets."
+)
 
 CLIP_SKIP_RANGE = validate.Range(
     1, clip_layers.MAX_CLIP_SKIP, error="Must be between {min} (no skip) and {max}."
