@@ -55,6 +55,7 @@ class OverrideSettingsSchema(Schema):
         unknown = EXCLUDE
 
     sd_model_checkpoint = fields.String(allow_none=True)
+    sd_vae = fields.String(allow_none=True, metadata={"description": "Automatic, None or a VAE"})
 
 
 class Txt2ImgRequestSchema(GenerationSchema):
@@ -117,7 +118,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
         model = self._model(data)
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, Any] = {}
         batch, n_iter = data.get("batch_size") or 1, data.get("n_iter") or 1
         if batch * n_iter > self.limits.max_images:
             errors["batch_size"] = [
@@ -129,6 +130,10 @@ class Txt2ImgRequestSchema(GenerationSchema):
             self._scheduler(data)
         except ValueError as problem:
             errors["sampler_name"] = [str(problem)]
+        try:
+            self.vae_choice(model, (data.get("override_settings") or {}).get("sd_vae"))
+        except ValueError as problem:
+            errors["override_settings"] = {"sd_vae": [str(problem)]}
         if errors:
             raise ValidationError(errors)
 
@@ -149,6 +154,8 @@ class Txt2ImgRequestSchema(GenerationSchema):
             num_images=data.get("batch_size"),
             scheduler=scheduler.name if scheduler else None,
         )
+        vae = (data.get("override_settings") or {}).get("sd_vae")
+        request = replace(request, vae=self.vae_choice(request.model, vae))
         parameters = {
             **{key: value for key, value in data.items() if key != "override_settings"},
             "override_settings": data.get("override_settings") or {},

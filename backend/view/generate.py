@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from marshmallow import (
@@ -91,6 +91,13 @@ class GenerateRequestSchema(GenerationSchema):
         validate=validate.OneOf(schedulers.SCHEDULER_NAMES),
         metadata={"description": "Sampler; default: the model's own."},
     )
+    vae = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A VAE from GET /sdapi/v1/sd-vae; 'None': the model's own; "
+            "absent, null or 'Automatic': DEFAULT_VAE where set, else the model's own."
+        },
+    )
     output_format = fields.String(
         allow_none=True,
         validate=validate.OneOf(OUTPUT_FORMATS),
@@ -134,6 +141,10 @@ class GenerateRequestSchema(GenerationSchema):
         errors.update(self.size_problems(model, width, height))
         if data.get("scheduler") and (problem := self.scheduler_problem(model, data["scheduler"])):
             errors["scheduler"] = [problem]
+        try:
+            self.vae_choice(model, data.get("vae"))
+        except ValueError as problem:
+            errors["vae"] = [str(problem)]
         if errors:
             raise ValidationError(errors)
 
@@ -151,6 +162,7 @@ class GenerateRequestSchema(GenerationSchema):
             num_images=_first_given(data, "num_images", "n", default=None),
             scheduler=data.get("scheduler"),
         )
+        request = replace(request, vae=self.vae_choice(data.get("model"), data.get("vae")))
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")
         )
