@@ -272,3 +272,22 @@ def test_only_an_admin_key_may_post_options(make_app, two_models_dir):
     assert client.post("/sdapi/v1/options", json=body, headers=bearer).status_code == 200
     # An admin key is an API key everywhere else too.
     assert client.get("/models", headers=bearer).get_json()["default"] == "other"
+
+
+def test_in_celery_mode_switching_is_refused_and_listings_need_no_torch(make_app, asset_dirs):
+    # No Redis is reached: the API process lists folders itself and refuses the switch.
+    app = make_app(
+        wait=False,
+        QUEUE_BACKEND="celery",
+        BROKER_URL="redis://127.0.0.1:9/0",
+        EMBEDDINGS_DIR=str(asset_dirs["embeddings"]),
+        VAES_DIR=str(asset_dirs["vaes"]),
+    )
+    client = app.test_client()
+    response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "demo"})
+    assert response.status_code == 409
+    assert "QUEUE_BACKEND=celery" in response.get_json()["error"]
+    assert TOKEN in client.get("/sdapi/v1/embeddings").get_json()["loaded"]
+    assert len(client.get("/sdapi/v1/sd-vae").get_json()) == 4
+    body = {"prompt": "a ring", "vae": "missing"}
+    assert client.post(URL, json=body).status_code == 400
