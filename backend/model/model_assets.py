@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import Settings
-from backend.model import embedding_files, vae_files
+from backend.model import asset_files, embedding_files, vae_files
 from backend.model.catalogue import ModelSpec
 from backend.model.errors import ModelUnavailableError
 from backend.model.pipeline_call import LoadedModel
@@ -43,7 +43,9 @@ class ModelAssets:
     def embedding_files(self, folder: Path) -> list[embedding_files.EmbeddingFile]:
         """EMBEDDINGS_DIR's files, each header read again only when its file changed."""
         found = []
-        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        for path in asset_files.entries(folder):  # the names and files the API process sees
+            if path.suffix != ".safetensors":
+                continue
             try:
                 stat = path.stat()
             except OSError:
