@@ -12,6 +12,8 @@ GENERATING_ENDPOINTS = frozenset(
 )
 # Endpoints that answer without an API key: load balancers and orchestrators probe them.
 PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"})
+# Endpoints that change the server's state: with API keys set, only ADMIN_API_KEYS may call them.
+ADMIN_ENDPOINTS = frozenset({"a1111_assets.set_options"})
 
 
 def get_engine() -> GenerationService:
@@ -21,7 +23,17 @@ def get_engine() -> GenerationService:
 
 def register_blueprints(app: Flask) -> None:
     """Attach every resource's routes to `app`."""
-    from backend.controller import a1111, health, image, jobs, metrics, models, openai, openapi
+    from backend.controller import (
+        a1111,
+        a1111_assets,
+        health,
+        image,
+        jobs,
+        metrics,
+        models,
+        openai,
+        openapi,
+    )
 
-    for module in (health, image, jobs, models, openai, a1111, openapi, metrics):
+    for module in (health, image, jobs, models, openai, a1111, a1111_assets, openapi, metrics):
         app.register_blueprint(module.blueprint)

@@ -17,10 +17,10 @@ from flask import Flask, Response, g, request
 from flask_cors import CORS
 from flask_limiter import ApplicationLimit, Limiter, RequestLimit
 from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import Unauthorized
+from werkzeug.exceptions import Forbidden, Unauthorized
 
 from backend.config import Settings
-from backend.controller import GENERATING_ENDPOINTS, PUBLIC_ENDPOINTS
+from backend.controller import ADMIN_ENDPOINTS, GENERATING_ENDPOINTS, PUBLIC_ENDPOINTS
 
 API_KEY_HEADER = "X-API-Key"
 HOW_TO_SEND_A_KEY = f"Send it as `Authorization: Bearer <key>` or `{API_KEY_HEADER}: <key>`."
@@ -43,7 +43,9 @@ def init_access(app: Flask, settings: Settings) -> None:
     access = settings.access
     # Authentication first: Flask runs before_request hooks in order, so the limiter (below) only
     # ever sees authenticated callers, keyed by the identity found here.
-    _init_api_keys(app, KeyRing(access.api_keys))
+    # Admin keys are API keys too; they alone may call the ADMIN_ENDPOINTS.
+    admin_keys = settings.assets.admin_keys
+    _init_api_keys(app, KeyRing((*access.api_keys, *admin_keys)), KeyRing(admin_keys))
     if access.rate_limit:
         _init_rate_limit(app, access.rate_limit)
     if access.cors_origins:
@@ -73,7 +75,7 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def _init_api_keys(app: Flask, keys: KeyRing) -> None:
+def _init_api_keys(app: Flask, keys: KeyRing, admins: KeyRing) -> None:
     @app.before_request
     def _authenticate() -> None:
         g.client_id = request.remote_addr or "unknown"
@@ -89,6 +91,8 @@ def _init_api_keys(app: Flask, keys: KeyRing) -> None:
             raise _unauthorized(f"The API key is not valid. {HOW_TO_SEND_A_KEY}")
         g.client_id = identity
         g.api_key_id = identity  # jobs belong to the key that submitted them
+        if request.endpoint in ADMIN_ENDPOINTS and not any(map(admins.identify, presented)):
+            raise Forbidden("This endpoint changes the server's state: it needs an admin key.")
 
 
 def _is_exempt() -> bool:

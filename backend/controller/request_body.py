@@ -46,7 +46,9 @@ def json_object() -> dict[str, Any]:
 def load_generation(schema_class: type[GenerationSchema]) -> Any:
     """The JSON body, validated by a generation schema with this server's limits and models."""
     engine = get_engine()
-    return schema_class(limits=engine.settings.limits, catalog=engine.catalog).load(json_object())
+    settings = engine.settings
+    schema = schema_class(limits=settings.limits, catalog=engine.catalog, assets=settings.assets)
+    return schema.load(json_object())
 
 
 def _json_type(value: Any) -> str:

@@ -32,6 +32,7 @@ from backend.distributed.redis_connection import (
 from backend.distributed.results import ResultFiles
 from backend.distributed.store import JobStore
 from backend.distributed.worker_status import engine_status, model_infos, worker_metrics
+from backend.model.catalogue import ModelSpec
 from backend.model.errors import (
     GenerationTimeoutError,
     JobGoneError,
@@ -168,6 +169,13 @@ class RemoteEngine:
                 self.catalog.default.name, None, redis_problem(self.settings, error)
             )
         return engine_status(self.catalog.default.name, workers, None)
+
+    def switch_default(self, name: str) -> ModelSpec:
+        """Not offered here: every API process and worker would have to agree on it."""
+        raise NotImplementedError(
+            "Switching the default model is not supported with QUEUE_BACKEND=celery; set "
+            "DEFAULT_MODEL for every API process and worker, or name the model per request."
+        )
 
     def models(self) -> list[ModelInfo]:
         """The catalogue, with where each model is loaded among the live workers."""

@@ -22,6 +22,7 @@ from backend.model import engine_status, host_memory
 from backend.model.catalogue import ModelSpec
 from backend.model.engine_jobs import EngineJobs
 from backend.model.errors import (
+    ModelFolderError,
     ModelLayerError,
     ModelNotReadyError,
     ModelUnavailableError,
@@ -169,6 +170,17 @@ class Engine(EngineJobs):
         return engine_status.engine_status(
             self._workers, self.catalog.default.name, self._default_problem, self.settings.device
         )
+
+    def switch_default(self, name: str) -> ModelSpec:
+        """Make `name` the default model; it loads on demand, as any other model does."""
+        spec = self.catalog.resolve(name)  # ModelNotFoundError if it is not servable
+        problem = engine_status.folder_problem(spec, self.settings)
+        if problem is not None:
+            raise ModelFolderError(problem)
+        with self._dispatch:  # the default and its folder's problem change together
+            self.catalog.set_default(spec)
+            self._default_problem = problem
+        return spec
 
     def models(self) -> list[ModelInfo]:
         """Every model worth listing, with whether it is present, loaded, and the default."""

@@ -41,6 +41,7 @@ class LoadedModel:
     base_scheduler: Any  # the model's own scheduler, kept pristine as the template for each run
     prompts: PromptCache | None  # None: PROMPT_CACHE_SIZE=0, the pipeline encodes every prompt
     last_used: float = field(default_factory=time.monotonic)  # the residency's LRU clock
+    assets: Any = None  # embeddings and VAEs it took on (model_assets.ModelAssets)
 
 
 def call_pipeline(

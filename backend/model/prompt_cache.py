@@ -80,6 +80,10 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every entry (a newly loaded embedding changes what a prompt's text means)."""
+        self._entries.clear()
+
     def embeddings(
         self,
         pipeline: Any,

@@ -87,13 +87,17 @@ class ModelCatalog:
     def __init__(self, default_model: str, models_dir: Path) -> None:
         self.models_dir = models_dir
         self.default = resolve_model(default_model, models_dir)
+        self.configured = self.default  # DEFAULT_MODEL's: servable wherever its folder is
         self._specs: dict[str, ModelSpec] = {self.default.name: self.default}
         self._lock = threading.Lock()
 
     def resolve(self, name: str | None) -> ModelSpec:
         """The spec of a model a request names (None: the default); ModelNotFoundError if none."""
-        if name is None or name == self.default.name:
-            return self.default
+        default = self.default  # read once: another thread may switch it meanwhile
+        if name is None or name == default.name:
+            return default
+        if name == self.configured.name:
+            return self.configured
         if not self._servable(name):
             raise ModelNotFoundError(name, self.available())
         with self._lock:
@@ -101,9 +105,14 @@ class ModelCatalog:
                 self._specs[name] = resolve_model(name, self.models_dir)
             return self._specs[name]
 
+    def set_default(self, spec: ModelSpec) -> None:
+        """Serve `spec` (resolved by `resolve`) to requests that name no model, from now on."""
+        with self._lock:
+            self.default = spec
+
     def available(self) -> list[str]:
         """Names a request may use: the default and every servable folder or file in MODELS_DIR."""
-        names = {self.default.name}
+        names = {self.default.name, self.configured.name}
         if self.models_dir.is_dir():
             folders = [p.name for p in self.models_dir.iterdir() if p.is_dir()]
             files = single_file.listed_names(self.models_dir)

@@ -22,6 +22,7 @@ from backend.model.errors import (
     ModelUnavailableError,
 )
 from backend.model.metrics import ModelMetrics
+from backend.model.model_assets import prepared
 from backend.model.pipeline_call import LoadedModel, RawOutput, StepHook, call_pipeline
 from backend.model.prompt_cache import PromptCache
 from backend.model.registry import ModelFolder, check_tiny_vae, display_path, inspect_folder
@@ -92,7 +93,8 @@ class ModelResidency:
             if hook is not None:
                 hook(step, total)
 
-        return call_pipeline(model, requests, controls, self.settings.memory, on_step)
+        with prepared(model, spec, requests, self.settings):  # its embeddings and VAE
+            return call_pipeline(model, requests, controls, self.settings.memory, on_step)
 
     def model(self, spec: ModelSpec) -> LoadedModel:
         """The loaded model for `spec`, loading it (and unloading the least recently used)."""

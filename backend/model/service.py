@@ -117,6 +117,9 @@ class GenerationService(Protocol):
     def job_result(self, job_id: str, owner: str | None = None) -> GenerationResult:
         """The encoded images of a job that succeeded."""
 
+    def switch_default(self, name: str) -> ModelSpec:
+        """Serve `name` to requests that name no model; NotImplementedError where it cannot."""
+
     def status(self) -> EngineStatus:
         """Whether the default model can be served, where, or why not."""
 

@@ -121,7 +121,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
         model = self._model(data)
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, Any] = {}
         batch, n_iter = data.get("batch_size") or 1, data.get("n_iter") or 1
         if batch * n_iter > self.limits.max_images:
             errors["batch_size"] = [
@@ -134,6 +134,10 @@ class Txt2ImgRequestSchema(GenerationSchema):
         except ValueError as problem:
             errors["sampler_name"] = [str(problem)]
         errors.update(clip_skip_problems(self, data, model))
+        try:
+            self.vae_choice(model, (data.get("override_settings") or {}).get("sd_vae"))
+        except ValueError as problem:
+            errors.setdefault("override_settings", {})["sd_vae"] = [str(problem)]
         if errors:
             raise ValidationError(errors)
 
@@ -155,6 +159,8 @@ class Txt2ImgRequestSchema(GenerationSchema):
             scheduler=scheduler.name if scheduler else None,
             clip_skip=clip_skip_of(data),
         )
+        vae = (data.get("override_settings") or {}).get("sd_vae")
+        request = replace(request, vae=self.vae_choice(request.model, vae))
         parameters = {
             **{key: value for key, value in data.items() if key != "override_settings"},
             "override_settings": data.get("override_settings") or {},

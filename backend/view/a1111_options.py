@@ -1,4 +1,4 @@
-"""AUTOMATIC1111's `override_settings` that change a txt2img call: the model and the clip skip."""
+"""AUTOMATIC1111's `override_settings` that change a txt2img call: model, clip skip and VAE."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from backend.view.rules import CLIP_SKIP_RANGE, GenerationSchema
 
 
 class OverrideSettingsSchema(Schema):
-    """The overrides AUTOMATIC1111 clients use to pick a model and a clip skip; others ignored."""
+    """The overrides A1111 clients use to pick a model, clip skip and VAE; others ignored."""
 
     class Meta:
         unknown = EXCLUDE
 
     sd_model_checkpoint = fields.String(allow_none=True)
     CLIP_stop_at_last_layers = WholeNumber(allow_none=True, validate=CLIP_SKIP_RANGE)
+    sd_vae = fields.String(allow_none=True, metadata={"description": "Automatic, None or a VAE"})
 
 
 def clip_skip_of(data: dict[str, Any]) -> int | None:

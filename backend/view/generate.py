@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from marshmallow import (
@@ -100,6 +100,13 @@ class GenerateRequestSchema(GenerationSchema):
             "reads the last layer, 2 the one before (diffusers' clip_skip is this minus 1)."
         },
     )
+    vae = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A VAE from GET /sdapi/v1/sd-vae; 'None': the model's own; "
+            "absent, null or 'Automatic': DEFAULT_VAE where set, else the model's own."
+        },
+    )
     output_format = fields.String(
         allow_none=True,
         validate=validate.OneOf(OUTPUT_FORMATS),
@@ -145,6 +152,10 @@ class GenerateRequestSchema(GenerationSchema):
             errors["scheduler"] = [problem]
         if problem := self.clip_skip_problem(model, data.get("clip_skip")):
             errors["clip_skip"] = [problem]
+        try:
+            self.vae_choice(model, data.get("vae"))
+        except ValueError as problem:
+            errors["vae"] = [str(problem)]
         if errors:
             raise ValidationError(errors)
 
@@ -163,6 +174,7 @@ class GenerateRequestSchema(GenerationSchema):
             scheduler=data.get("scheduler"),
             clip_skip=data.get("clip_skip"),
         )
+        request = replace(request, vae=self.vae_choice(data.get("model"), data.get("vae")))
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")
         )

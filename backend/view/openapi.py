@@ -35,6 +35,7 @@ from backend.view.openai import (
     OpenAIModelListSchema,
     OpenAIModelSchema,
 )
+from backend.view.openapi_assets import add_asset_paths
 
 GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -289,6 +290,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         ("/sdapi/v1/scripts", "Scripts (none)", ScriptsSchema),
     ):
         spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
+    add_asset_paths(spec)
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
     )

@@ -13,10 +13,11 @@ from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
 
 from backend.config import Limits
 from backend.model import clip_skip as clip_layers
-from backend.model import prompt_syntax, schedulers
+from backend.model import prompt_syntax, schedulers, vae_files
 from backend.model.catalogue import Family, ModelSpec
 from backend.model.registry import ModelCatalog
 from backend.model.types import MAX_SEED, GenerationRequest
+from backend.settings.groups import AssetSettings
 from backend.view.text import clean_body
 
 MIN_SIDE = 64
@@ -40,10 +41,18 @@ class GenerationSchema(Schema):
     OpenAPI document with the configured values).
     """
 
-    def __init__(self, *, limits: Limits, catalog: ModelCatalog, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        catalog: ModelCatalog,
+        assets: AssetSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.limits = limits
         self.catalog = catalog
+        self.assets = assets  # None: no VAEs or other added files (the OpenAPI document's)
         self._specs: dict[str | None, ModelSpec] = {}  # an instance serves one request
 
     def spec(self, model: str | None) -> ModelSpec:
@@ -136,6 +145,7 @@ class GenerationSchema(Schema):
             scheduler=scheduler,
             # 1 and absent mean the same (no skip): one batch key, one cache entry.
             clip_skip=clip_skip if clip_skip and clip_skip > 1 else None,
+            vae=self.vae_choice(model, None),  # DEFAULT_VAE, where set and fitting
         )
 
     def size_problems(self, model: str | None, width: int, height: int) -> dict[str, list[str]]:
@@ -153,6 +163,13 @@ class GenerationSchema(Schema):
             for side in ("width", "height"):
                 problems.setdefault(side, []).append(message)
         return problems
+
+    def vae_choice(self, model: str | None, given: str | None) -> str | None:
+        """The VAE a request gets (None: the model's own); ValueError says why it cannot."""
+        if self.assets is None:
+            return None
+        assets = self.assets
+        return vae_files.choose(assets.vaes_dir, assets.default_vae, self.spec(model), given)
 
     def scheduler_problem(self, model: str | None, name: str) -> str | None:
         """Why scheduler `name` cannot run `model`, listing those that can."""

@@ -1,0 +1,42 @@
+"""AUTOMATIC1111's embeddings and VAE listings, and the options call that switches the model."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from werkzeug.exceptions import Conflict
+
+from backend.controller import get_engine
+from backend.controller.request_body import json_object
+from backend.model import embedding_files, vae_files
+from backend.view.a1111 import model_from_title
+from backend.view.a1111_assets import SetOptionsSchema, dump_embeddings, dump_vaes
+
+blueprint = Blueprint("a1111_assets", __name__, url_prefix="/sdapi/v1")
+
+
+@blueprint.get("/embeddings")
+def embeddings() -> Response:
+    """The embeddings of EMBEDDINGS_DIR, by whether they fit the default model."""
+    engine = get_engine()
+    folder = engine.settings.assets.embeddings_dir
+    return jsonify(dump_embeddings(embedding_files.listing(folder, engine.catalog.default)))
+
+
+@blueprint.get("/sd-vae")
+def sd_vae() -> Response:
+    """The VAEs of VAES_DIR."""
+    return jsonify(dump_vaes(vae_files.vae_files(get_engine().settings.assets.vaes_dir)))
+
+
+@blueprint.post("/options")
+def set_options() -> Response:
+    """Switch the default model (`sd_model_checkpoint`); other options are ignored. An admin
+    endpoint: with API keys set, only ADMIN_API_KEYS may call it (access.py)."""
+    options = SetOptionsSchema().load(json_object())
+    title = options.get("sd_model_checkpoint")
+    if title:
+        try:
+            get_engine().switch_default(model_from_title(title))
+        except NotImplementedError as error:  # QUEUE_BACKEND=celery
+            raise Conflict(str(error)) from None
+    return jsonify(None)  # AUTOMATIC1111 answers null
