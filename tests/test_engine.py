@@ -50,7 +50,7 @@ def test_result_reports_timings_and_parameters(app):
         "num_images": 1,
         "scheduler": "euler",  # the demo's own scheduler, described by our name
         "model": "demo",
-        "loras": [],
+        "loras": (),
         "clip_skip": None,
         "vae": None,
     }
