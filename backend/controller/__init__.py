@@ -21,7 +21,17 @@ def get_engine() -> GenerationService:
 
 def register_blueprints(app: Flask) -> None:
     """Attach every resource's routes to `app`."""
-    from backend.controller import a1111, health, image, jobs, metrics, models, openai, openapi
+    from backend.controller import (
+        a1111,
+        health,
+        image,
+        jobs,
+        loras,
+        metrics,
+        models,
+        openai,
+        openapi,
+    )
 
-    for module in (health, image, jobs, models, openai, a1111, openapi, metrics):
+    for module in (health, image, jobs, models, loras, openai, a1111, openapi, metrics):
         app.register_blueprint(module.blueprint)

@@ -46,7 +46,11 @@ def json_object() -> dict[str, Any]:
 def load_generation(schema_class: type[GenerationSchema]) -> Any:
     """The JSON body, validated by a generation schema with this server's limits and models."""
     engine = get_engine()
-    return schema_class(limits=engine.settings.limits, catalog=engine.catalog).load(json_object())
+    return schema_class(
+        limits=engine.settings.limits,
+        catalog=engine.catalog,
+        loras_dir=engine.settings.assets.loras_dir,
+    ).load(json_object())
 
 
 def _json_type(value: Any) -> str:

@@ -18,7 +18,12 @@ import sys
 from pathlib import Path
 
 from backend.model.demo import DEMO_FAMILIES, save_demo_model
-from backend.model.demo_trained import DemoWeightsError, install_trained_demo, is_installed
+from backend.model.demo_trained import (
+    DemoWeightsError,
+    install_demo_loras,
+    install_trained_demo,
+    is_installed,
+)
 
 TRAINED = "demo"
 
@@ -79,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         print(f"demo model written to {display_path(folder)}")
+    if not args.output and not args.random and any(name == TRAINED for name, _ in targets):
+        try:  # the demo's all-green LoRA, for docs/loras.md's examples
+            for path in install_demo_loras(settings.assets.loras_dir):
+                print(f"demo LoRA at {display_path(path)}")
+        except (OSError, DemoWeightsError) as error:
+            print(f"cannot install the demo LoRA: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

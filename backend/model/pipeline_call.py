@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from backend.config import MemorySettings
 from backend.model import schedulers
 from backend.model.catalogue import Family
+from backend.model.lora_adapters import LoraAdapters
 from backend.model.prompt_cache import PromptCache, uses_guidance
 from backend.model.run_control import RunControl
 from backend.model.types import GenerationRequest
@@ -39,6 +40,7 @@ class LoadedModel:
     family: Family
     base_scheduler: Any  # the model's own scheduler, kept pristine as the template for each run
     prompts: PromptCache | None  # None: PROMPT_CACHE_SIZE=0, the pipeline encodes every prompt
+    loras: LoraAdapters | None = None  # None: this pipeline takes no LoRA
     last_used: float = field(default_factory=time.monotonic)  # the residency's LRU clock
 
 
@@ -70,8 +72,10 @@ def call_pipeline(
     generators = [
         torch.Generator("cpu").manual_seed(seed) for each in requests for seed in each.seeds()
     ]
+    # batch_key: every request of the call names the same LoRA set.
+    lora_key = model.loras.apply(request.loras) if model.loras is not None else ()
     with torch.inference_mode():
-        texts, per_prompt = _text_arguments(model, requests)
+        texts, per_prompt = _text_arguments(model, requests, lora_key)
         output = pipeline(
             **texts,
             width=request.width,
@@ -95,7 +99,7 @@ def call_pipeline(
 
 
 def _text_arguments(
-    model: LoadedModel, requests: Sequence[GenerationRequest]
+    model: LoadedModel, requests: Sequence[GenerationRequest], lora_key: tuple = ()
 ) -> tuple[dict[str, Any], int]:
     """The pipeline's text arguments for `requests`, and its num_images_per_prompt."""
     request = requests[0]
@@ -115,8 +119,9 @@ def _text_arguments(
     # The embeddings the call would compute itself, from the cache where seen before; per
     # image already (SD3 would not repeat given embeddings for num_images_per_prompt).
     guidance = uses_guidance(model.pipeline, request.guidance_scale)
+    # A LoRA on a text encoder changes the embeddings: they are cached under its set.
     embeddings = model.prompts.embeddings(
-        model.pipeline, model.family, prompts, negatives, guidance
+        model.pipeline, model.family, prompts, negatives, guidance, variant=lora_key
     )
     return embeddings, 1
 

@@ -62,10 +62,20 @@ class PromptCache:
         prompts: list[str],
         negatives: list[str] | None,
         guidance: bool,
+        *,
+        variant: tuple = (),
     ) -> Embeddings:
-        """The pipeline keyword arguments for one image per prompt, from the cache where it can."""
+        """The pipeline keyword arguments for one image per prompt, from the cache where it can;
+        `variant` tells apart encoders changed by text-encoder LoRAs (empty: the model's own)."""
         per_image = [
-            self._one(pipeline, family, prompt, negatives[k] if negatives else None, guidance)
+            self._one(
+                pipeline,
+                family,
+                prompt,
+                negatives[k] if negatives else None,
+                guidance,
+                variant=variant,
+            )
             for k, prompt in enumerate(prompts)
         ]
         if len(per_image) == 1:
@@ -75,9 +85,16 @@ class PromptCache:
         return {name: torch.cat([each[name] for each in per_image]) for name in per_image[0]}
 
     def _one(
-        self, pipeline: Any, family: Family, prompt: str, negative: str | None, guidance: bool
+        self,
+        pipeline: Any,
+        family: Family,
+        prompt: str,
+        negative: str | None,
+        guidance: bool,
+        *,
+        variant: tuple = (),
     ) -> Embeddings:
-        key = (prompt, negative, guidance)
+        key = (prompt, negative, guidance, variant)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)

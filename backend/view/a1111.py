@@ -24,6 +24,7 @@ from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
+from backend.view.lora_tags import split_prompt, tag_problems
 from backend.view.rules import MAX_GUIDANCE, MIN_SIDE, SEED_RANGE, GenerationSchema, between
 
 # AUTOMATIC1111's "schedule type" (since 1.9); only these two change what our samplers do.
@@ -129,6 +130,9 @@ class Txt2ImgRequestSchema(GenerationSchema):
             self._scheduler(data)
         except ValueError as problem:
             errors["sampler_name"] = [str(problem)]
+        family = self.spec(model).family.value
+        if lora_problems := tag_problems(data.get("prompt", ""), family, self.loras_dir):
+            errors["prompt"] = lora_problems
         if errors:
             raise ValidationError(errors)
 
@@ -137,9 +141,10 @@ class Txt2ImgRequestSchema(GenerationSchema):
         scheduler = self._scheduler(data)
         width, height = self._size(data)
         seed = data.get("seed")
+        prompt, chosen = split_prompt(data["prompt"])  # <lora:name:weight> tags out of the text
         request = self.make_request(
             self._model(data),
-            prompt=data["prompt"],
+            prompt=prompt,
             negative_prompt=data.get("negative_prompt"),
             width=width,
             height=height,
@@ -149,6 +154,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
             num_images=data.get("batch_size"),
             scheduler=scheduler.name if scheduler else None,
         )
+        request = replace(request, loras=chosen)
         parameters = {
             **{key: value for key, value in data.items() if key != "override_settings"},
             "override_settings": data.get("override_settings") or {},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from marshmallow import (
@@ -18,6 +18,7 @@ from marshmallow import (
 
 from backend.model import schedulers
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
+from backend.view import loras as lora_rules
 from backend.view.fields import WholeNumber
 from backend.view.rules import (
     MAX_GUIDANCE,
@@ -91,6 +92,7 @@ class GenerateRequestSchema(GenerationSchema):
         validate=validate.OneOf(schedulers.SCHEDULER_NAMES),
         metadata={"description": "Sampler; default: the model's own."},
     )
+    loras = lora_rules.loras_field()
     output_format = fields.String(
         allow_none=True,
         validate=validate.OneOf(OUTPUT_FORMATS),
@@ -134,6 +136,10 @@ class GenerateRequestSchema(GenerationSchema):
         errors.update(self.size_problems(model, width, height))
         if data.get("scheduler") and (problem := self.scheduler_problem(model, data["scheduler"])):
             errors["scheduler"] = [problem]
+        chosen = lora_rules.choices(data.get("loras"))
+        family = self.spec(model).family.value
+        if lora_problems := lora_rules.problems(chosen, family, self.loras_dir):
+            errors["loras"] = lora_problems
         if errors:
             raise ValidationError(errors)
 
@@ -151,6 +157,7 @@ class GenerateRequestSchema(GenerationSchema):
             num_images=_first_given(data, "num_images", "n", default=None),
             scheduler=data.get("scheduler"),
         )
+        request = replace(request, loras=lora_rules.choices(data.get("loras")))
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")
         )

@@ -7,6 +7,7 @@ model-dependent rules are the same, so they live here once.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, pre_load, validate
@@ -35,10 +36,18 @@ class GenerationSchema(Schema):
     OpenAPI document with the configured values).
     """
 
-    def __init__(self, *, limits: Limits, catalog: ModelCatalog, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        catalog: ModelCatalog,
+        loras_dir: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.limits = limits
         self.catalog = catalog
+        self.loras_dir = loras_dir  # LORAS_DIR, where the names in `loras` are looked up
         self._specs: dict[str | None, ModelSpec] = {}  # an instance serves one request
 
     def spec(self, model: str | None) -> ModelSpec:
