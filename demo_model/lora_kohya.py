@@ -23,12 +23,10 @@ _SUFFIXES = {
 
 def kohya_key(key: str) -> tuple[str, str]:
     """(the kohya module name, the kohya tensor suffix) of one diffusers LoRA key."""
-    for suffix, kohya_suffix in _SUFFIXES.items():
-        if key.endswith(suffix):
-            module = key[: -len(suffix)]
-            break
-    else:
+    suffix = next((each for each in _SUFFIXES if key.endswith(each)), None)
+    if suffix is None:
         raise ValueError(f"not a LoRA weight: {key}")
+    module, kohya_suffix = key[: -len(suffix)], _SUFFIXES[suffix]
     for prefix, kohya_prefix in sorted(_PREFIXES.items(), key=lambda item: -len(item[0])):
         if module.startswith(prefix):
             return kohya_prefix + module[len(prefix) :].replace(".", "_"), kohya_suffix
