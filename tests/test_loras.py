@@ -298,3 +298,46 @@ def test_webuiapi_txt2img_with_a_lora_tag(api_server):
     assert find_object(np.asarray(tagged.image.convert("RGB"))).colour == "green"
     assert "<lora" not in tagged.info["prompt"]
     assert "<lora" not in tagged.images[0].info["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("key", "shape", "family", "layout"),
+    [
+        ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight",
+         [4, 768], "sd", "diffusers"),
+        ("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight",
+         [4, 2048], "sdxl", "diffusers"),
+        ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", [4, 320], "sd", "kohya"),
+        ("lora_unet_input_blocks_4_1_proj_in.lora_down.weight", [4, 640], "sdxl", "kohya"),
+        ("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", [4, 1280], "sdxl",
+         "kohya"),
+        ("transformer.transformer_blocks.0.attn.add_k_proj.lora_A.weight", [4, 1536], "sd3",
+         "diffusers"),
+        ("transformer.single_transformer_blocks.0.proj_out.lora_A.weight", [4, 3072], "flux",
+         "diffusers"),
+        ("lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight", [4, 3072], "flux", "kohya"),
+    ],
+)  # fmt: skip
+def test_the_family_and_layout_are_read_from_the_header(tmp_path, key, shape, family, layout):
+    from backend.model.lora_files import describe
+
+    write_header_only(tmp_path / "x.safetensors", {key: shape})
+    found = describe(tmp_path / "x.safetensors")
+    assert (found.family, found.format, found.rank) == (family, layout, 4)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "loras"),
+    [
+        ("a cat <lora:all-green:0.8>", "a cat", (("all-green", 0.8),)),
+        ("<lora:a> a cat, <lora:b:-1.5>, blue", "a cat, blue", (("a", 1.0), ("b", -1.5))),
+        ("a cat <lora:a:0>", "a cat", ()),
+        ("a cat", "a cat", ()),
+    ],
+)
+def test_a1111_tags_parse(prompt, text, loras):
+    from backend.view.lora_tags import split_prompt
+
+    cleaned, chosen = split_prompt(prompt)
+    assert cleaned == text
+    assert tuple((each.name, each.weight) for each in chosen) == loras

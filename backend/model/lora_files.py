@@ -94,8 +94,11 @@ def _family(tensors: dict[str, Any]) -> str:  # noqa: PLR0911 - one return per f
 
     if has("single_transformer_blocks", "single_blocks", "double_blocks"):
         return "flux"
-    if has("transformer_blocks") and has("context", "joint_blocks") and not has("unet"):
-        return "sd3"
+    if has("joint_blocks"):
+        return "sd3"  # kohya's SD3 names
+    if has("transformer_blocks") and not has("unet", "lora_te"):
+        # SD3's MMDiT joint attention; PixArt's and Sana's cross-attention are let through.
+        return "unknown" if has("attn2", "cross_attn") else "sd3"
     if any(key.startswith(("text_encoder_2.", "lora_te2_")) for key in keys):
         return "sdxl"
     if has("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"):
