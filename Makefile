@@ -24,7 +24,7 @@ install: $(VENV)/.runtime  ## create .venv with the runtime packages
 
 install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
 
-demo-model: install  ## install the trained demo (checksums verified) and build the random-weight demo-sdxl, demo-sd3
+demo-model: install  ## install the trained demo and its all-green LoRA (checksums verified), build the random-weight demo-sdxl, demo-sd3
 	$(PY) -m backend.model.demo
 
 train-demo: install  ## train the shapes demo from scratch on the CPU (under 30 min): reproduces demo_model/weights

@@ -84,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         print(f"demo model written to {display_path(folder)}")
-    if not args.output and not args.random and any(name == TRAINED for name, _ in targets):
-        try:  # the demo's all-green LoRA, for docs/loras.md's examples
-            for path in install_demo_loras(settings.assets.loras_dir):
+    loras_dir = settings.assets.loras_dir
+    # The demo's all-green LoRA (docs/loras.md's examples) goes along with the trained demo,
+    # into a LORAS_DIR beside it (the default models/loras), never somewhere unrelated.
+    beside = loras_dir.resolve().is_relative_to(settings.models_dir.resolve())
+    trained = any(name == TRAINED for name, _ in targets)
+    if beside and trained and not args.output and not args.random:
+        try:
+            for path in install_demo_loras(loras_dir):
                 print(f"demo LoRA at {display_path(path)}")
         except (OSError, DemoWeightsError) as error:
             print(f"cannot install the demo LoRA: {error}", file=sys.stderr)
