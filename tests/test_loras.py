@@ -29,8 +29,15 @@ from demo_model.lora_kohya import to_kohya
 from demo_model.measures import find_object
 
 RED_CIRCLE = "a red circle in the centre, on a white background"
-DRAW = {"seed": 11, "num_images": 4, "response_format": "json"}  # to measure colours
-QUICK = {"seed": 11, "num_images": 2, "steps": 3, "response_format": "json"}  # to compare bytes
+DRAW = {"seed": 11, "num_images": 4, "width": 64, "height": 64, "response_format": "json"}
+QUICK = {
+    "seed": 11,
+    "num_images": 2,
+    "steps": 3,
+    "width": 64,
+    "height": 64,
+    "response_format": "json",
+}  # to compare bytes
 
 
 def write_header_only(path: Path, shapes: dict[str, list[int]]) -> None:
