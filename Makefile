@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed bench-flux-memory run worker dev test lint format loadtest fuzz batch-fidelity images clean
+.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed bench-flux-memory run worker dev test lint format loadtest fuzz batch-fidelity bench-lora images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ install: $(VENV)/.runtime  ## create .venv with the runtime packages
 
 install-dev: $(VENV)/.dev  ## create .venv with runtime, test and lint packages
 
-demo-model: install  ## install the trained demo (checksums verified) and build the random-weight demos of the other families
+demo-model: install  ## install the trained demo and its all-green LoRA (checksums verified); build the random-weight demos of the other families
 	$(PY) -m backend.model.demo
 
 train-demo: install  ## train the shapes demo from scratch on the CPU (under 30 min): reproduces demo_model/weights
@@ -86,6 +86,9 @@ fuzz: install-dev  ## FUZZ_SECONDS (120) of schemathesis + hostile requests on g
 images: install  ## draw the diagrams (docs/diagrams/*.toml) and the demo's prompt grid into .images/
 	$(PY) docs/diagrams/draw.py docs/diagrams/*.toml --out .images
 	$(PY) -m demo_model.grid --out .images/demo-grid.png
+
+bench-lora: install  ## RSS over 1,000 requests cycling through 10 LoRAs (flat is good)
+	$(PY) -m bench.lora_memory $(LORA_BENCH_ARGS)
 
 batch-fidelity: install  ## how far micro-batched images differ from solo ones (max difference, PSNR)
 	$(PY) -m backend.model.demo

@@ -13,7 +13,7 @@ import requests
 import backend  # noqa: F401  (hub offline before anything imports diffusers)
 from backend.main import create_app
 from backend.model.demo import save_demo_model
-from backend.model.demo_trained import install_trained_demo
+from backend.model.demo_trained import install_demo_loras, install_trained_demo
 from bench.server import Server, server_env
 
 LOAD_TIMEOUT = 120.0
@@ -56,9 +56,11 @@ SPEED = {
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A MODELS_DIR holding the demo model, installed as `make demo-model` installs it."""
+    """A MODELS_DIR holding the demo model, installed as `make demo-model` installs it, and
+    its all-green LoRA in `loras/`."""
     folder = tmp_path_factory.mktemp("models")
     install_trained_demo(folder / "demo")
+    install_demo_loras(folder / "loras")
     return folder
 
 
@@ -67,6 +69,7 @@ def base_settings(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """Overrides that make an app hermetic: the temp demo model, on the CPU, jobs in temp."""
     return {
         "MODELS_DIR": str(models_dir),
+        "LORAS_DIR": str(models_dir / "loras"),
         "JOBS_DIR": str(tmp_path_factory.mktemp("jobs")),
         "DEFAULT_MODEL": "demo",
         "DEVICE": "cpu",

@@ -29,11 +29,23 @@ def register_blueprints(app: Flask) -> None:
         health,
         image,
         jobs,
+        loras,
         metrics,
         models,
         openai,
         openapi,
     )
 
-    for module in (health, image, jobs, models, openai, a1111, a1111_assets, openapi, metrics):
+    for module in (
+        health,
+        image,
+        jobs,
+        models,
+        loras,
+        openai,
+        a1111,
+        a1111_assets,
+        openapi,
+        metrics,
+    ):
         app.register_blueprint(module.blueprint)

@@ -16,6 +16,7 @@ from backend.model.errors import (
     JobGoneError,
     JobNotFinishedError,
     JobNotFoundError,
+    LoraError,
     ModelLayerError,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -87,6 +88,7 @@ def _http_error(error: HTTPException) -> Response:
 # Model-layer errors with a status of their own; every other one means "cannot serve this now"
 # (loading, busy or misconfigured): 503.
 _STATUS = {
+    LoraError: 400,
     ModelNotFoundError: 404,
     JobNotFoundError: 404,
     JobNotFinishedError: 409,

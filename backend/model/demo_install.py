@@ -18,7 +18,12 @@ import sys
 from pathlib import Path
 
 from backend.model.demo import DEMO_FAMILIES, save_demo_model
-from backend.model.demo_trained import DemoWeightsError, install_trained_demo, is_installed
+from backend.model.demo_trained import (
+    DemoWeightsError,
+    install_demo_loras,
+    install_trained_demo,
+    is_installed,
+)
 
 TRAINED = "demo"
 
@@ -79,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         print(f"demo model written to {display_path(folder)}")
+    loras_dir = settings.assets.loras_dir
+    # The demo's all-green LoRA (docs/loras.md's examples) goes along with the trained demo,
+    # into a LORAS_DIR beside it (the default models/loras), never somewhere unrelated.
+    beside = loras_dir.resolve().is_relative_to(settings.models_dir.resolve())
+    trained = any(name == TRAINED for name, _ in targets)
+    if beside and trained and not args.output and not args.random:
+        try:
+            for path in install_demo_loras(loras_dir):
+                print(f"demo LoRA at {display_path(path)}")
+        except (OSError, DemoWeightsError) as error:
+            print(f"cannot install the demo LoRA: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -60,3 +60,21 @@ def install_trained_demo(target: Path, source: Path = TRAINED_WEIGHTS) -> Path:
             shutil.copyfile(source / name, staging / name)
 
     return write_folder(target, copy)
+
+
+DEMO_LORAS = TRAINED_WEIGHTS.parent / "loras"
+
+
+def install_demo_loras(target: Path, source: Path = DEMO_LORAS) -> list[Path]:
+    """Copy the verified demo LoRAs (the all-green one) into LORAS_DIR `target`."""
+    listed = verify_trained_weights(source)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in listed:
+        if (
+            not (target / name).is_file()
+            or (target / name).read_bytes() != (source / name).read_bytes()
+        ):
+            shutil.copyfile(source / name, target / name)
+        written.append(target / name)
+    return written

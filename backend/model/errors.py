@@ -131,6 +131,12 @@ class GenerationFailedError(ModelLayerError):
     code = "generation_failed"
 
 
+class LoraError(ModelLayerError):
+    """A request's LoRA is missing on this worker or cannot be applied to its model (a 400)."""
+
+    code = "lora"
+
+
 _BY_CODE: dict[str, type[ModelLayerError]] = {
     kind.code: kind for kind in (ModelLayerError, *ModelLayerError.__subclasses__())
 }

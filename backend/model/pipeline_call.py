@@ -14,6 +14,7 @@ from backend.config import MemorySettings
 from backend.model import prompt_weights, schedulers
 from backend.model.catalogue import Family
 from backend.model.family_call import callback_arguments, set_vae_tiling
+from backend.model.lora_adapters import LoraAdapters
 from backend.model.prompt_cache import PromptCache, no_negative, uses_guidance
 from backend.model.run_control import RunControl
 from backend.model.types import GenerationRequest
@@ -40,6 +41,7 @@ class LoadedModel:
     family: Family
     base_scheduler: Any  # the model's own scheduler, kept pristine as the template for each run
     prompts: PromptCache | None  # None: PROMPT_CACHE_SIZE=0, the pipeline encodes every prompt
+    loras: LoraAdapters | None = None  # None: this pipeline takes no LoRA
     last_used: float = field(default_factory=time.monotonic)  # the residency's LRU clock
     assets: Any = None  # embeddings and VAEs it took on (model_assets.ModelAssets)
 
@@ -72,8 +74,10 @@ def call_pipeline(
     generators = [
         torch.Generator("cpu").manual_seed(seed) for each in requests for seed in each.seeds()
     ]
+    # batch_key: every request of the call names the same LoRA set.
+    lora_key = model.loras.apply(request.loras) if model.loras is not None else ()
     with torch.inference_mode():
-        texts, per_prompt = _text_arguments(model, requests)
+        texts, per_prompt = _text_arguments(model, requests, lora_key)
         output = pipeline(
             **texts,
             width=request.width,
@@ -97,7 +101,7 @@ def call_pipeline(
 
 
 def _text_arguments(
-    model: LoadedModel, requests: Sequence[GenerationRequest]
+    model: LoadedModel, requests: Sequence[GenerationRequest], lora_key: tuple = ()
 ) -> tuple[dict[str, Any], int]:
     """The pipeline's text arguments for `requests`, and its num_images_per_prompt."""
     request = requests[0]
@@ -130,7 +134,10 @@ def _text_arguments(
     guidance = uses_guidance(model.pipeline, request.guidance_scale)
     cache = model.prompts if model.prompts is not None else PromptCache(0)
     texts = [plans[(each.prompt, each.negative_prompt)] for each in per_image]
-    embeddings = cache.embeddings(model.pipeline, model.family, texts, guidance, request.clip_skip)
+    # A LoRA on a text encoder changes the embeddings: they are cached under its set.
+    embeddings = cache.embeddings(
+        model.pipeline, model.family, texts, guidance, request.clip_skip, variant=lora_key
+    )
     return embeddings, 1
 
 

@@ -91,13 +91,24 @@ class PromptCache:
         plans: list[TextPlan],
         guidance: bool,
         clip_skip: int | None = None,
+        *,
+        variant: tuple = (),
     ) -> Embeddings:
-        """The pipeline keyword arguments for one image per plan, from the cache where it can."""
+        """The pipeline keyword arguments for one image per plan, from the cache where it can;
+        `variant` tells apart encoders changed by text-encoder LoRAs (empty: the model's own)."""
         # Every image of a call needs the same sequence length: the longest one's.
         shapes = [each.shape() for each in plans]
         shape = (max(s[0] for s in shapes), max(s[1] for s in shapes))
         per_image = [
-            self._one(pipeline, family, each, guidance=guidance, clip_skip=clip_skip, shape=shape)
+            self._one(
+                pipeline,
+                family,
+                each,
+                guidance=guidance,
+                clip_skip=clip_skip,
+                shape=shape,
+                variant=variant,
+            )
             for each in plans
         ]
         # The negative prompt's embeddings replace its text (PixArt-Σ and Sana default it to "").
@@ -118,10 +129,11 @@ class PromptCache:
         guidance: bool,
         clip_skip: int | None,
         shape: tuple[int, int],
+        variant: tuple = (),
     ) -> Embeddings:
         # Keyed on the parsed prompt: "(cat:1.5)" and "cat" differ, "(cat:1.0)" and "cat" do not.
         layer = effective_clip_skip(family, clip_skip)
-        key = (text.key(), guidance, layer, shape)
+        key = (text.key(), guidance, layer, shape, variant)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)

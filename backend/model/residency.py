@@ -21,6 +21,7 @@ from backend.model.errors import (
     ModelFolderError,
     ModelUnavailableError,
 )
+from backend.model.lora_adapters import LoraAdapters
 from backend.model.metrics import ModelMetrics
 from backend.model.model_assets import prepared
 from backend.model.pipeline_call import LoadedModel, RawOutput, StepHook, call_pipeline
@@ -123,7 +124,13 @@ class ModelResidency:
             if cache_size
             else None
         )
-        self._loaded[spec.name] = LoadedModel(pipeline, folder.family, pipeline.scheduler, prompts)
+        assets = settings.assets
+        loras = LoraAdapters(
+            pipeline, assets.loras_dir, assets.max_loras_loaded, hotswap=bool(applied.compiled)
+        )
+        self._loaded[spec.name] = LoadedModel(
+            pipeline, folder.family, pipeline.scheduler, prompts, loras
+        )
         self.loaded_models = tuple(self._loaded)
         self.model_errors.pop(spec.name, None)
         seconds = time.perf_counter() - started

@@ -25,6 +25,7 @@ from backend.model.types import GenerationRequest, GenerationResult
 from backend.view.a1111_options import OverrideSettingsSchema, clip_skip_of, clip_skip_problems
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
+from backend.view.lora_tags import split_prompt, tag_problems
 from backend.view.rules import (
     CLIP_SKIP_RANGE,
     MAX_GUIDANCE,
@@ -138,6 +139,9 @@ class Txt2ImgRequestSchema(GenerationSchema):
             self.vae_choice(model, (data.get("override_settings") or {}).get("sd_vae"))
         except ValueError as problem:
             errors.setdefault("override_settings", {})["sd_vae"] = [str(problem)]
+        family = self.spec(model).family.value
+        if lora_problems := tag_problems(data.get("prompt", ""), family, self.loras_dir):
+            errors["prompt"] = lora_problems
         if errors:
             raise ValidationError(errors)
 
@@ -146,9 +150,10 @@ class Txt2ImgRequestSchema(GenerationSchema):
         scheduler = self._scheduler(data)
         width, height = self._size(data)
         seed = data.get("seed")
+        prompt, chosen = split_prompt(data["prompt"])  # <lora:name:weight> tags out of the text
         request = self.make_request(
             self._model(data),
-            prompt=data["prompt"],
+            prompt=prompt,
             negative_prompt=data.get("negative_prompt"),
             width=width,
             height=height,
@@ -160,7 +165,7 @@ class Txt2ImgRequestSchema(GenerationSchema):
             clip_skip=clip_skip_of(data),
         )
         vae = (data.get("override_settings") or {}).get("sd_vae")
-        request = replace(request, vae=self.vae_choice(request.model, vae))
+        request = replace(request, vae=self.vae_choice(request.model, vae), loras=chosen)
         parameters = {
             **{key: value for key, value in data.items() if key != "override_settings"},
             "override_settings": data.get("override_settings") or {},

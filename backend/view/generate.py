@@ -18,6 +18,7 @@ from marshmallow import (
 
 from backend.model import schedulers
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
+from backend.view import loras as lora_rules
 from backend.view.fields import WholeNumber
 from backend.view.rules import (
     CLIP_SKIP_RANGE,
@@ -107,6 +108,7 @@ class GenerateRequestSchema(GenerationSchema):
             "absent, null or 'Automatic': DEFAULT_VAE where set, else the model's own."
         },
     )
+    loras = lora_rules.loras_field()
     output_format = fields.String(
         allow_none=True,
         validate=validate.OneOf(OUTPUT_FORMATS),
@@ -156,6 +158,10 @@ class GenerateRequestSchema(GenerationSchema):
             self.vae_choice(model, data.get("vae"))
         except ValueError as problem:
             errors["vae"] = [str(problem)]
+        chosen = lora_rules.choices(data.get("loras"))
+        family = self.spec(model).family.value
+        if lora_problems := lora_rules.problems(chosen, family, self.loras_dir):
+            errors["loras"] = lora_problems
         if errors:
             raise ValidationError(errors)
 
@@ -174,7 +180,11 @@ class GenerateRequestSchema(GenerationSchema):
             scheduler=data.get("scheduler"),
             clip_skip=data.get("clip_skip"),
         )
-        request = replace(request, vae=self.vae_choice(data.get("model"), data.get("vae")))
+        request = replace(
+            request,
+            vae=self.vae_choice(data.get("model"), data.get("vae")),
+            loras=lora_rules.choices(data.get("loras")),
+        )
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")
         )

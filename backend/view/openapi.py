@@ -27,6 +27,7 @@ from backend.view.errors import ErrorSchema
 from backend.view.generate import GenerateRequestSchema, GenerateResponseSchema
 from backend.view.health import HealthSchema
 from backend.view.jobs import JobSchema
+from backend.view.loras import A1111LoraSchema, LoraListSchema
 from backend.view.models import ModelListSchema
 from backend.view.openai import (
     OpenAIErrorSchema,
@@ -230,6 +231,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
     spec.path(
         path="/models", operations=_get("Models this server knows", ModelListSchema, "models")
     )
+    spec.path(path="/loras", operations=_get("LoRAs in LORAS_DIR", LoraListSchema, "models"))
     _add_jobs(spec, generate_ok["content"])
     text = {"text/plain": {"schema": {"type": "string"}}}
     metrics = {"description": "Prometheus text format", "content": text}
@@ -288,6 +290,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         ("/sdapi/v1/schedulers", "Schedule types", ScheduleTypeSchema(many=True)),
         ("/sdapi/v1/options", "Current checkpoint", OptionsSchema),
         ("/sdapi/v1/scripts", "Scripts (none)", ScriptsSchema),
+        ("/sdapi/v1/loras", "LoRAs", A1111LoraSchema(many=True)),
     ):
         spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
     add_asset_paths(spec)

@@ -53,6 +53,8 @@ class GenerationSchema(Schema):
         self.limits = limits
         self.catalog = catalog
         self.assets = assets  # None: no VAEs or other added files (the OpenAPI document's)
+        # LORAS_DIR, where the names in `loras` are looked up (None: no LoRAs)
+        self.loras_dir = assets.loras_dir if assets is not None else None
         self._specs: dict[str | None, ModelSpec] = {}  # an instance serves one request
 
     def spec(self, model: str | None) -> ModelSpec:
