@@ -125,9 +125,10 @@ class ModelResidency:
             else None
         )
         assets = settings.assets
-        loras = LoraAdapters(
-            pipeline, assets.loras_dir, assets.max_loras_loaded, hotswap=bool(applied.compiled)
-        )
+        # LoRA layers sit in the UNet/transformer (and text encoders): only their compilation
+        # needs hot-swap slots; a compiled VAE decoder never sees an adapter.
+        hotswap = bool(set(applied.compiled) - {"vae"})
+        loras = LoraAdapters(pipeline, assets.loras_dir, assets.max_loras_loaded, hotswap)
         self._loaded[spec.name] = LoadedModel(
             pipeline, folder.family, pipeline.scheduler, prompts, loras
         )
