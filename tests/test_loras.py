@@ -219,6 +219,15 @@ def test_a1111_tags_are_parsed_out_of_the_prompt(api):
     assert bad.status_code == 400 and "not a number" in json.dumps(bad.get_json())
 
 
+def test_a1111_tags_elsewhere_are_refused_not_read_as_words(api):
+    for path, field in (("/image/generate", "prompt"), ("/jobs", "negative_prompt"),
+                        ("/v1/images/generations", "prompt")):  # fmt: skip
+        body = {"prompt": "a cat", field: "a cat <lora:all-green:0.8>"}
+        response = api.post(path, json=body)
+        assert response.status_code == 400, response.get_json()
+        assert "`loras` field" in json.dumps(response.get_json()), path  # OpenAI's shape too
+
+
 def test_requests_with_different_lora_sets_never_share_a_batch(make_app):
     app = make_app(MAX_BATCH_SIZE=8, BATCH_WAIT_MS=300)
     client = app.test_client()

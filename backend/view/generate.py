@@ -20,6 +20,7 @@ from backend.model import schedulers
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 from backend.view import loras as lora_rules
 from backend.view.fields import WholeNumber
+from backend.view.lora_tags import misplaced_tags
 from backend.view.rules import (
     CLIP_SKIP_RANGE,
     MAX_GUIDANCE,
@@ -147,6 +148,7 @@ class GenerateRequestSchema(GenerationSchema):
             given = data.get(alias), data.get(canonical)
             if None not in given and given[0] != given[1]:
                 errors[alias] = [f"Conflicts with '{canonical}'; send only one of them."]
+        errors.update(misplaced_tags(data))
         model = data.get("model")
         width, height = self._size(data)
         errors.update(self.size_problems(model, width, height))

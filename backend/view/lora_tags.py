@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from backend.model.types import LoraChoice
 from backend.view.loras import problems
@@ -54,3 +55,17 @@ def tag_problems(prompt: str, family: str, loras_dir: Path | None) -> list[str]:
     except ValueError as problem:
         return [str(problem)]
     return problems(chosen, family, loras_dir)
+
+
+def misplaced_tags(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Errors for `<lora:...>` tags in the prompts of an endpoint that takes a `loras` field
+    (ours, jobs) or none (OpenAI): only /sdapi/v1 reads them; elsewhere they would be words."""
+    errors = {}
+    for name in ("prompt", "negative_prompt"):
+        found = _TAG.search(data.get(name) or "")
+        if found:
+            errors[name] = [
+                f"'{found[0][:80]}' is AUTOMATIC1111's LoRA syntax, read on /sdapi/v1 only. "
+                'Here name LoRAs in the `loras` field: [{"name": "...", "weight": 0.8}].'
+            ]
+    return errors

@@ -22,6 +22,7 @@ from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
+from backend.view.lora_tags import misplaced_tags
 from backend.view.rules import (
     MAX_GUIDANCE,
     MIN_SIDE,
@@ -108,7 +109,7 @@ class OpenAIImageRequestSchema(GenerationSchema):
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
         model = self._model(data)
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, list[str]] = dict(misplaced_tags(data))
         size = self._size(data)
         if size is None:
             errors["size"] = ["Must be WIDTHxHEIGHT (for example 512x512) or auto."]
