@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from helpers import pixels
+from helpers import assert_nearly_identical, pixels
 
 from backend.model.prompt_syntax import parse_prompt_attention, problem
 
@@ -206,12 +206,25 @@ def test_sdxl_and_sd3_weights_change_the_image_and_clip_skip_two_is_their_defaul
     assert (pixels(same) == pixels(plain)).all()
 
 
-def test_a_batch_of_long_and_short_prompts_runs_in_one_call(make_app):
-    from concurrent.futures import ThreadPoolExecutor
+def test_a_batch_of_long_and_short_prompts_draws_what_each_draws_alone(make_app, client):
+    import time
 
-    app = make_app(MAX_BATCH_SIZE=4, BATCH_WAIT_MS=2000)
+    app = make_app(MAX_BATCH_SIZE=8, BATCH_WAIT_MS=500)
+    jobs_client = app.test_client()
     long = " ".join([WORDS] * 4)
-    bodies = [{"prompt": text, **SMALL} for text in ("red circle", long, "(blue:1.2) star")]
-    with ThreadPoolExecutor(3) as pool:
-        images = list(pool.map(lambda body: _image(app.test_client(), body), bodies))
-    assert len(set(images)) == 3
+    texts = ("red circle", long, "(blue:1.2) star", "green ring")
+    bodies = [{"prompt": text, **SMALL} for text in texts]
+    jobs = [jobs_client.post("/jobs", json=body).get_json()["id"] for body in bodies]
+    deadline, states = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        states = [jobs_client.get(f"/jobs/{job}").get_json() for job in jobs]
+        if all(state["status"] == "succeeded" for state in states):
+            break
+        time.sleep(0.05)
+    assert [state["batch_size"] for state in states] == [4, 4, 4, 4]  # one batch in the queue
+    batched = [jobs_client.get(f"/jobs/{job}/image").data for job in jobs]
+    # The shared app runs them one by one: the long prompt did not change the short ones.
+    alone = [_image(client, body) for body in bodies]
+    for one, other in zip(batched, alone, strict=True):
+        assert_nearly_identical(one, other)
+    assert len(set(batched)) == len(bodies)

@@ -56,6 +56,18 @@ def call_pipeline(
     """One pipeline call for `requests` (compatible by `batch_key`); one output each."""
     import torch
 
+    groups = _length_groups(model, requests)
+    if len(groups) > 1:
+        # Texts of different lengths would be padded to the longest, which changes the shorter
+        # ones' images: each length gets its own call, so batching never changes an image.
+        done: dict[int, RawOutput] = {}
+        for indices in groups:
+            outputs = call_pipeline(
+                model, [requests[i] for i in indices], [controls[i] for i in indices], memory,
+                on_step,
+            )  # fmt: skip
+            done.update(zip(indices, outputs, strict=True))
+        return [done[index] for index in range(len(requests))]
     request = requests[0]
     choice = None
     if request.scheduler is not None:
@@ -98,6 +110,19 @@ def call_pipeline(
         outputs.append(RawOutput(images[: each.num_images], choice))
         images = images[each.num_images :]
     return outputs
+
+
+def _length_groups(model: LoadedModel, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+    """Indices of `requests` grouped by the text length (chunks, T5 window) they encode at."""
+    if len(requests) == 1:
+        return [[0]]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, each in enumerate(requests):
+        text = prompt_weights.plan(
+            model.pipeline, model.family, each.prompt, each.negative_prompt or None
+        )
+        groups.setdefault(text.shape(), []).append(index)
+    return list(groups.values())
 
 
 def _text_arguments(
