@@ -12,8 +12,10 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY backend/ backend/
-# The trained demo's committed weights: `--if-default` below installs them as models/demo.
+# The trained demo's committed weights and its all-green LoRA: `--if-default` below installs
+# them as models/demo and models/loras.
 COPY demo_model/weights/ demo_model/weights/
+COPY demo_model/loras/ demo_model/loras/
 COPY gunicorn.conf.py .env ./
 COPY models/README.md models/
 

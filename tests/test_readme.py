@@ -41,6 +41,9 @@ LINKED_FROM_README = [
     "docs/development.md",
     "docs/scaling-out.md",
     "docs/demo-model.md",
+    "docs/prompts.md",
+    "docs/loras.md",
+    "docs/assets.md",
 ]
 README_MAX_LINES = 150
 
