@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from backend.config import MemorySettings
-from backend.model import prompt_weights, schedulers
+from backend.model import prompt_plan, schedulers
 from backend.model.catalogue import Family
 from backend.model.family_call import callback_arguments, set_vae_tiling
 from backend.model.lora_adapters import LoraAdapters
@@ -118,7 +118,7 @@ def _length_groups(model: LoadedModel, requests: Sequence[GenerationRequest]) ->
         return [[0]]
     groups: dict[tuple[int, int], list[int]] = {}
     for index, each in enumerate(requests):
-        text = prompt_weights.plan(
+        text = prompt_plan.plan(
             model.pipeline, model.family, each.prompt, each.negative_prompt or None
         )
         groups.setdefault(text.shape(), []).append(index)
@@ -133,7 +133,7 @@ def _text_arguments(
     # Emphasis, BREAK, prompts longer than the window and clip skip need embeddings made here
     # (batch_key: all of a batch has the same clip skip, and a negative prompt or none).
     plans = {
-        (each.prompt, each.negative_prompt): prompt_weights.plan(
+        (each.prompt, each.negative_prompt): prompt_plan.plan(
             model.pipeline, model.family, each.prompt, each.negative_prompt or None
         )
         for each in requests

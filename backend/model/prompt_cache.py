@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from backend.model import prompt_weights
 from backend.model.catalogue import Family
 from backend.model.clip_skip import effective as effective_clip_skip
-from backend.model.prompt_weights import TextPlan
+from backend.model.prompt_plan import TextPlan
 
 if TYPE_CHECKING:  # torch is imported by the worker thread, not when the app is built
     import torch
