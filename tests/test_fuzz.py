@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from backend import __version__
 from backend.config import load_settings
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.view.openapi import build_spec
 from bench.fuzz.__main__ import summary, verdicts
 from bench.fuzz.campaign import run_campaign

@@ -23,6 +23,7 @@ EVERY_KIND = [
     errors.JobGoneError("gone"),
     errors.JobNotFinishedError("not yet"),
     errors.GenerationFailedError("failed"),
+    errors.LoraError("LoRA 'x' is not in LORAS_DIR on this worker"),
 ]
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from backend import __version__
 from backend.config import load_settings
 from backend.main import create_app
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.view.openapi import build_spec
 
 # Small limits keep each generated request to a few milliseconds of demo pipeline.

@@ -9,6 +9,7 @@ must fail the job with a clear error, not a 500.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def cluster(
     files_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
-    """One API process (whose LORAS_DIR has one LoRA more) and one worker."""
+    """Two API processes (the first's LORAS_DIR has one LoRA more) and one worker."""
     settings = {
         **base_settings,
         "MODELS_DIR": str(files_dir),
@@ -64,6 +65,7 @@ def cluster(
     try:
         cluster.add_worker()
         cluster.add_api(LORAS_DIR=str(files_dir / "api-loras"))
+        cluster.add_api()
         yield cluster
     finally:
         cluster.stop()
@@ -109,3 +111,33 @@ def test_a_worker_without_the_requested_lora_fails_the_job_clearly(cluster: Clus
     # The worker is fine afterwards.
     ok = requests.post(f"{cluster.apis[0].url}/image/generate", json=BODIES[0], timeout=120)
     assert ok.status_code == 200
+
+
+def _default_seen(api_url: str, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        options = requests.get(f"{api_url}/sdapi/v1/options", timeout=10).json()
+        if options["sd_model_checkpoint"] == name:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{api_url} never took up the default {name}")
+
+
+def test_switching_the_default_on_one_api_process_holds_on_every_one(cluster: Cluster):
+    first, second = (api.url for api in cluster.apis)
+    switch = {"sd_model_checkpoint": "twin-file.safetensors [0123abcd]"}  # an A1111 title
+    try:
+        assert requests.post(f"{first}/sdapi/v1/options", json=switch, timeout=10).ok
+        _default_seen(second, "twin-file")
+        response = requests.post(f"{second}/image/generate", json=FAST | {"prompt": "a star"},
+                                 timeout=120)  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Model"] == "twin-file"
+        missing = {"sd_model_checkpoint": "no-such-model"}
+        assert (
+            requests.post(f"{second}/sdapi/v1/options", json=missing, timeout=10).status_code == 404
+        )
+    finally:
+        back = {"sd_model_checkpoint": "demo"}
+        assert requests.post(f"{second}/sdapi/v1/options", json=back, timeout=10).ok
+    _default_seen(first, "demo")

@@ -282,7 +282,7 @@ def test_layouts_the_server_does_not_serve_are_refused_by_name(tmp_path, names, 
 
 def test_a_file_linked_from_outside_models_dir_is_unknown(single_dir, tmp_path):
     from backend.model.errors import ModelNotFoundError
-    from backend.model.registry import ModelCatalog
+    from backend.model.model_catalog import ModelCatalog
 
     models = tmp_path / "models"
     models.mkdir()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
-from werkzeug.exceptions import Conflict
 
 from backend.controller import get_engine
 from backend.controller.request_body import json_object
@@ -35,8 +34,5 @@ def set_options() -> Response:
     options = SetOptionsSchema().load(json_object())
     title = options.get("sd_model_checkpoint")
     if title:
-        try:
-            get_engine().switch_default(model_from_title(title))
-        except NotImplementedError as error:  # QUEUE_BACKEND=celery
-            raise Conflict(str(error)) from None
+        get_engine().switch_default(model_from_title(title))
     return jsonify(None)  # AUTOMATIC1111 answers null

@@ -33,11 +33,13 @@ from backend.distributed.results import ResultFiles
 from backend.distributed.store import JobStore
 from backend.distributed.worker_status import engine_status, model_infos, worker_metrics
 from backend.model.catalogue import ModelSpec
+from backend.model.engine_status import folder_problem
 from backend.model.errors import (
     GenerationTimeoutError,
     JobGoneError,
     JobNotFinishedError,
     JobNotFoundError,
+    ModelFolderError,
     ModelLayerError,
     ModelNotReadyError,
     ModelUnavailableError,
@@ -45,7 +47,7 @@ from backend.model.errors import (
 )
 from backend.model.job_record import JobRecord, JobStatus
 from backend.model.metrics import StateCollector
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.model.service import EngineStatus, ModelInfo
 from backend.model.types import (
     MAX_SEED,
@@ -70,6 +72,9 @@ class RemoteEngine:
         self.store = JobStore(self.redis, store_settings(settings))
         self.results = ResultFiles(settings.scale_out.results_dir)
         self.celery = make_celery(settings)
+        # A default switched by POST /sdapi/v1/options on any API process holds for all.
+        self._default_key = f"{settings.scale_out.redis_prefix}:default_model"
+        self.catalog.follow(self._shared_default)
         if registry is not None:
             registry.register(StateCollector(self.state_metrics))
 
@@ -171,11 +176,23 @@ class RemoteEngine:
         return engine_status(self.catalog.default.name, workers, None)
 
     def switch_default(self, name: str) -> ModelSpec:
-        """Not offered here: every API process and worker would have to agree on it."""
-        raise NotImplementedError(
-            "Switching the default model is not supported with QUEUE_BACKEND=celery; set "
-            "DEFAULT_MODEL for every API process and worker, or name the model per request."
-        )
+        """Make `name` the default of every API process (through Redis); workers get jobs by
+        model name, and load it on demand."""
+        spec = self.catalog.resolve(name)  # ModelNotFoundError if it is not servable
+        problem = folder_problem(spec, self.settings)
+        if problem is not None:
+            raise ModelFolderError(problem)
+        with redis_errors():
+            self.redis.set(self._default_key, spec.name)
+        self.catalog.set_default(spec)
+        return spec
+
+    def _shared_default(self) -> str | None:
+        try:
+            value = self.redis.get(self._default_key)
+        except redis.RedisError:
+            return None  # Redis trouble shows in /health; keep the default we have
+        return value.decode() if isinstance(value, bytes) else value
 
     def models(self) -> list[ModelInfo]:
         """The catalogue, with where each model is loaded among the live workers."""

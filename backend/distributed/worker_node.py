@@ -29,7 +29,7 @@ from backend.model.errors import GenerationFailedError, ModelLayerError, ModelNo
 from backend.model.images import encode_job
 from backend.model.job import Job
 from backend.model.metrics import ModelMetrics
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.model.types import GenerationRequest, OutputOptions
 from backend.model.worker import DeviceWorker
 

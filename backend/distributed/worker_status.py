@@ -6,8 +6,8 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
+from backend.model.model_catalog import ModelCatalog
 from backend.model.model_listing import ModelHolder, list_models
-from backend.model.registry import ModelCatalog
 from backend.model.service import DeviceStatus, EngineStatus, ModelInfo, WorkerState
 
 

@@ -35,8 +35,8 @@ from backend.model.job_files import JobFiles
 from backend.model.job_recovery import JobRecovery
 from backend.model.job_store import JobStore
 from backend.model.metrics import ModelMetrics
+from backend.model.model_catalog import ModelCatalog
 from backend.model.model_listing import list_models
-from backend.model.registry import ModelCatalog
 from backend.model.service import EngineStatus, ModelInfo
 from backend.model.types import (
     MAX_SEED,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from backend.model.registry import ModelCatalog, display_path
+from backend.model.model_catalog import ModelCatalog
+from backend.model.registry import display_path
 from backend.model.service import ModelInfo
 
 

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from backend.config import Settings
 from backend.model.catalogue import ModelSpec
 from backend.model.job_record import JobRecord
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 
 

@@ -13,7 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
 from backend.config import Limits
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.view.a1111 import (
     OptionsSchema,
     SamplerSchema,

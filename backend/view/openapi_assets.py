@@ -40,9 +40,8 @@ def add_asset_paths(spec: APISpec) -> None:
         "400": _error("Invalid options"),
         "403": _error("An API key that is not an admin key (ADMIN_API_KEYS)"),
         "404": _error("Unknown model"),
-        "409": _error("Not offered with QUEUE_BACKEND=celery"),
         "415": _error("Content-Type is not application/json"),
-        "503": _error("The model's folder cannot be loaded"),
+        "503": _error("The model's folder cannot be loaded, or Redis does not answer (celery)"),
     }
     operation = {
         "summary": "Switch the default model (an admin endpoint when API keys are set)",

@@ -15,7 +15,7 @@ from backend.config import Limits
 from backend.model import clip_skip as clip_layers
 from backend.model import prompt_syntax, schedulers, vae_files
 from backend.model.catalogue import Family, ModelSpec
-from backend.model.registry import ModelCatalog
+from backend.model.model_catalog import ModelCatalog
 from backend.model.types import MAX_SEED, GenerationRequest
 from backend.settings.groups import AssetSettings
 from backend.view.text import clean_body
