@@ -220,3 +220,14 @@ def family_models_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory
     save_demo_model(folder / "demo-sdxl", "sdxl")
     save_demo_model(folder / "demo-sd3", "sd3")
     return folder
+
+
+@pytest.fixture(scope="module")
+def family_client(family_models_dir: Path, base_settings: dict[str, object]) -> Iterator[object]:
+    """A Flask client on an app serving every family's demo (one app per test module)."""
+    app = create_app(
+        {**base_settings, "MODELS_DIR": str(family_models_dir), "MAX_LOADED_MODELS": 3}
+    )
+    assert app.extensions["engine"].wait_until_loaded(LOAD_TIMEOUT)
+    yield app.test_client()
+    app.extensions["engine"].stop(timeout=30)

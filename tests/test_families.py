@@ -14,18 +14,6 @@ URL = "/image/generate"
 FAMILIES = {"demo": "sd", "demo-sdxl": "sdxl", "demo-sd3": "sd3"}
 
 
-@pytest.fixture(scope="module")
-def family_client(family_models_dir, base_settings):
-    from backend.main import create_app
-
-    app = create_app(
-        {**base_settings, "MODELS_DIR": str(family_models_dir), "MAX_LOADED_MODELS": 3}
-    )
-    assert app.extensions["engine"].wait_until_loaded(120)
-    yield app.test_client()
-    app.extensions["engine"].stop(timeout=30)
-
-
 @pytest.mark.parametrize("model", FAMILIES)
 def test_each_family_generates_with_and_without_guidance(family_client, model):
     body = {"prompt": "a lighthouse", "model": model, "seed": 3, "response_format": "json"}

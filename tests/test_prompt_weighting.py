@@ -173,18 +173,6 @@ def test_long_prompts_are_not_cut_on_the_demo(client):
     )
 
 
-@pytest.fixture(scope="module")
-def family_client(family_models_dir, base_settings):
-    from backend.main import create_app
-
-    app = create_app(
-        {**base_settings, "MODELS_DIR": str(family_models_dir), "MAX_LOADED_MODELS": 3}
-    )
-    assert app.extensions["engine"].wait_until_loaded(120)
-    yield app.test_client()
-    app.extensions["engine"].stop(timeout=30)
-
-
 @pytest.mark.parametrize("model", ["demo-sdxl", "demo-sd3"])
 def test_long_prompts_are_not_cut_on_sdxl_and_sd3(family_client, model):
     # Their demo tokenizer makes each letter a token: 200 letters is 200 tokens.
