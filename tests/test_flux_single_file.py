@@ -107,3 +107,52 @@ def test_a_transformer_alone_without_its_folder_names_what_to_fetch(make_app, fl
     assert "configs/flux-dev" in error and '--include "model_index.json"' in error
     assert all(f'--include "{c}/*"' in error for c in ("vae", "text_encoder", "text_encoder_2"))
     assert "no weights for vae, text_encoder, text_encoder_2" in error
+
+
+def _header_only(path: Path, names: list[str], shapes: dict[str, list[int]]) -> Path:
+    """A file with a safetensors header naming these tensors (and no data)."""
+    import json
+    import struct
+
+    header = {n: {"dtype": "F16", "shape": shapes.get(n, [1]), "data_offsets": [0, 0]}
+              for n in names}  # fmt: skip
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+_BFL = [
+    "double_blocks.0.img_attn.norm.key_norm.scale",
+    "img_in.weight",
+    "vector_in.in_layer.weight",
+]
+_COMFY = ["model.diffusion_model." + n for n in _BFL]
+_ALL = ("vae", "text_encoder", "text_encoder_2")
+_PARTS = [
+    "vae.decoder.conv_in.weight",
+    "text_encoders.clip_l.transformer.text_model.embeddings.token_embedding.weight",
+    "text_encoders.t5xxl.transformer.shared.weight",
+]
+
+
+@pytest.mark.parametrize(
+    ("names", "kind", "missing"),
+    [
+        ([*_BFL, "guidance_in.in_layer.weight"], "flux-dev", _ALL),
+        (_BFL, "flux-schnell", _ALL),
+        ([*_COMFY, "model.diffusion_model.guidance_in.in_layer.weight", *_PARTS], "flux-dev", ()),
+        ([*_COMFY, *_PARTS[:2]], "flux-schnell", ("text_encoder_2",)),
+    ],
+)  # fmt: skip
+def test_detection_from_names(tmp_path, names, kind, missing):
+    shapes = {"img_in.weight": [3072, 64], "model.diffusion_model.img_in.weight": [3072, 64]}
+    found = inspect_checkpoint(_header_only(tmp_path / "f.safetensors", names, shapes))
+    assert (found.kind, found.missing) == (kind, missing)
+
+
+def test_fill_and_depth_files_are_refused_by_name(tmp_path):
+    from backend.model.errors import ModelFolderError
+
+    path = _header_only(tmp_path / "fill.safetensors", _BFL, {"img_in.weight": [3072, 384]})
+    with pytest.raises(ModelFolderError, match=r"'fill\.safetensors'.*Fill/Depth/Canny"):
+        inspect_checkpoint(path)
