@@ -156,3 +156,33 @@ def test_fill_and_depth_files_are_refused_by_name(tmp_path):
     path = _header_only(tmp_path / "fill.safetensors", _BFL, {"img_in.weight": [3072, 384]})
     with pytest.raises(ModelFolderError, match=r"'fill\.safetensors'.*Fill/Depth/Canny"):
         inspect_checkpoint(path)
+
+
+def test_the_name_mapping_matches_diffusers_at_full_width():
+    """At FLUX.1's real width (3072), the conversion is diffusers' own, tensor for tensor."""
+    import torch
+    from diffusers.loaders.single_file_utils import (
+        convert_flux_transformer_checkpoint_to_diffusers,
+    )
+
+    from backend.model.flux_layout import _DOUBLE_FUSED, _pairs, to_diffusers, to_original
+
+    torch.manual_seed(0)
+    width = 3072
+    single = "single_transformer_blocks.0."
+    sizes = {"x_embedder.weight": width, single + "proj_mlp.weight": 4 * width,
+             single + "proj_mlp.bias": 4 * width}  # fmt: skip
+    sizes.update({f"{single}attn.to_{p}.{k}": width for p in "qkv" for k in ("weight", "bias")})
+    names = [d for d, _o in _pairs(1, 1)] + [f"norm_out.linear.{k}" for k in ("weight", "bias")]
+    names += [f"transformer_blocks.0.{p}.{k}" for parts in _DOUBLE_FUSED.values() for p in parts
+              for k in ("weight", "bias")]  # fmt: skip
+    # A trailing dimension of 1 keeps it small; the fused splits only see the first one.
+    diffusers = {n: torch.randn(sizes.get(n, 4), 1) for n in [*names, *sizes]}
+    original = to_original(diffusers)
+    reference = convert_flux_transformer_checkpoint_to_diffusers(
+        {f"model.diffusion_model.{n}": t for n, t in original.items()}
+    )
+    ours = to_diffusers(original)
+    assert ours.keys() == reference.keys() == diffusers.keys()
+    assert all(torch.equal(ours[n], reference[n]) for n in ours)
+    assert all(torch.equal(ours[n], diffusers[n]) for n in ours)
