@@ -60,8 +60,28 @@ def load_flux(folder: CheckpointFolder, dtype: Any) -> Any:
             parts["text_encoder_2"] = _build(
                 T5EncoderModel, t5_config, read((T5_PREFIX,), T5_PREFIX)
             )
-    parts = {name: model.to(dtype).eval() for name, model in parts.items()}
+    parts = {name: _cast(model, dtype) for name, model in parts.items()}
     return FluxPipeline.from_pretrained(config, local_files_only=True, dtype=dtype, **parts)
+
+
+def _cast(model: Any, dtype: Any) -> Any:
+    """`model` in `dtype`, but for the modules it keeps in float32 under float16 (T5's `wo`,
+    whose activations overflow float16), as diffusers' and transformers' loaders do."""
+    import torch
+
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    kept = {}
+    if dtype == torch.float16 and keep:  # from the file's precision, not float16's
+        kept = {
+            name: param.data.float()
+            for name, param in model.named_parameters()
+            if any(module in name.split(".") for module in keep)
+        }
+    model = model.to(dtype).eval()
+    for name, param in model.named_parameters():
+        if name in kept:
+            param.data = kept[name]
+    return model
 
 
 def _hf_config(folder: str, subfolder: str, t5: bool = False) -> Any:
@@ -77,6 +97,7 @@ def _build(cls: Any, config: Any, state: dict[str, Any], diffusers_model: bool =
 
     with init_empty_weights():  # no random initialisation of weights about to be replaced
         model = cls.from_config(config) if diffusers_model else cls(config)
+    state = {name: tensor.contiguous() for name, tensor in state.items()}  # split views
     own = set(model.state_dict())
     # transformers 5's CLIPTextModel names its weights without the `text_model.` of the files.
     state = {
