@@ -1,8 +1,9 @@
 """Loading a FLUX.1 single file: the parts it holds from it, the rest from its diffusers folder.
 
 Each part the file holds is built empty from the folder's config and given the file's tensors
-(read by key prefix, so a 17 GB all-in-one file is never held in memory twice); the parts it
-lacks (a transformer-only file: the VAE and both text encoders) load from the folder's weights.
+(read by key prefix and cast one part at a time, so an all-in-one file is never held whole);
+the parts it lacks (a transformer-only file: the VAE and both text encoders) load from the
+folder's weights.
 """
 
 from __future__ import annotations
@@ -45,22 +46,24 @@ def load_flux(folder: CheckpointFolder, dtype: Any) -> Any:
                 FluxTransformer2DModel,
                 FluxTransformer2DModel.load_config(config, subfolder="transformer"),
                 to_diffusers(read(tuple(prefix + p for p in (*blocks, *alone)), prefix)),
+                dtype,
                 diffusers_model=True,
             )
         }
         if "vae" not in folder.kind.missing:
             vae_config = AutoencoderKL.load_config(config, subfolder="vae")
             state = convert_ldm_vae_checkpoint(read(VAE_PREFIXES), vae_config)
-            parts["vae"] = _build(AutoencoderKL, vae_config, state, diffusers_model=True)
+            parts["vae"] = _build(AutoencoderKL, vae_config, state, dtype, diffusers_model=True)
         if "text_encoder" not in folder.kind.missing:
             state = convert_ldm_clip_checkpoint(read((CLIP_PREFIX,)), CLIP_PREFIX)
-            parts["text_encoder"] = _build(CLIPTextModel, _hf_config(config, "text_encoder"), state)
+            parts["text_encoder"] = _build(
+                CLIPTextModel, _hf_config(config, "text_encoder"), state, dtype
+            )
         if "text_encoder_2" not in folder.kind.missing:
             t5_config = _hf_config(config, "text_encoder_2", t5=True)
             parts["text_encoder_2"] = _build(
-                T5EncoderModel, t5_config, read((T5_PREFIX,), T5_PREFIX)
+                T5EncoderModel, t5_config, read((T5_PREFIX,), T5_PREFIX), dtype
             )
-    parts = {name: _cast(model, dtype) for name, model in parts.items()}
     return FluxPipeline.from_pretrained(config, local_files_only=True, dtype=dtype, **parts)
 
 
@@ -91,8 +94,11 @@ def _hf_config(folder: str, subfolder: str, t5: bool = False) -> Any:
     return config_class.from_pretrained(folder, subfolder=subfolder, local_files_only=True)
 
 
-def _build(cls: Any, config: Any, state: dict[str, Any], diffusers_model: bool = False) -> Any:
-    """`cls` made empty from `config`, then given `state`; ValueError naming what is absent."""
+def _build(
+    cls: Any, config: Any, state: dict[str, Any], dtype: Any, diffusers_model: bool = False
+) -> Any:
+    """`cls` made empty from `config`, given `state` and cast to `dtype` (one part at a time, so
+    the file's precision is held for one part only); ValueError naming what is absent."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():  # no random initialisation of weights about to be replaced
@@ -110,4 +116,4 @@ def _build(cls: Any, config: Any, state: dict[str, Any], diffusers_model: bool =
     missing = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if missing:
         raise ValueError(f"no weights in the file for {cls.__name__}'s {missing[:3]}")
-    return model
+    return _cast(model, dtype)
