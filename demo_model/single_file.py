@@ -3,9 +3,12 @@
 The layouts are those community checkpoints use: LDM for SD 1.x/2.x, SGM for SDXL, and
 Stability's SD3 layout; the key mapping inverts diffusers' single-file conversion (see
 `diffusers/loaders/single_file_utils.py` and the repository's `scripts/convert_diffusers_to_
-original_*.py`). Tests use it to check that a single file serves the same images as its folder.
+original_*.py`); FLUX.1 is written in ComfyUI's all-in-one layout, or (`--layout transformer`)
+as Black Forest Labs' transformer-only file. Tests use it to check that a single file serves
+the same images as its folder.
 
-    python -m demo_model.single_file <diffusers folder> <out.safetensors> [--layout sd2] [--v-pred]
+    python -m demo_model.single_file <diffusers folder> <out.safetensors> [--layout sd2|transformer]
+        [--v-pred]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from backend.model.flux_layout import to_original
 from demo_model.original_layout import (
     clip_to_hf,
     clip_to_open_clip,
@@ -52,6 +56,8 @@ def convert(folder: Path, layout: str | None = None) -> dict[str, torch.Tensor]:
     vae = _prefixed(
         "first_stage_model.", vae_to_ldm(_weights(folder, "vae"), _config(folder, "vae"))
     )
+    if pipeline == "FluxPipeline":
+        return _flux(folder, vae, transformer_only=layout == "transformer")
     if pipeline == "StableDiffusion3Pipeline":
         out = {
             **vae,
@@ -92,6 +98,21 @@ def convert(folder: Path, layout: str | None = None) -> dict[str, torch.Tensor]:
     return {**unet, **vae, **_prefixed("cond_stage_model.transformer.", clip_to_hf(text))}
 
 
+def _flux(folder: Path, vae: dict, transformer_only: bool) -> dict[str, torch.Tensor]:
+    """BFL's transformer alone, or ComfyUI's all-in-one layout (transformer, VAE, CLIP-L, T5)."""
+    transformer = to_original(_weights(folder, "transformer"))
+    if transformer_only:
+        return transformer
+    return {
+        **_prefixed("model.diffusion_model.", transformer),
+        **vae,
+        **_prefixed(
+            "text_encoders.clip_l.transformer.", clip_to_hf(_weights(folder, "text_encoder"))
+        ),
+        **_prefixed("text_encoders.t5xxl.transformer.", _weights(folder, "text_encoder_2")),
+    }
+
+
 def write(folder: Path, output: Path, layout: str | None = None, v_pred: bool = False) -> Path:
     """Convert `folder` and save it as one safetensors file at `output`."""
     weights = {name: tensor.contiguous() for name, tensor in convert(folder, layout).items()}
@@ -105,9 +126,15 @@ def write(folder: Path, output: Path, layout: str | None = None, v_pred: bool = 
 def main(argv: list[str] | None = None) -> int:
     """The command line: python -m demo_model.single_file <folder> <out.safetensors>."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path, help="a diffusers model folder (SD, SDXL or SD3)")
+    parser.add_argument(
+        "folder", type=Path, help="a diffusers model folder (SD, SDXL, SD3 or FLUX)"
+    )
     parser.add_argument("output", type=Path, help="the .safetensors file to write")
-    parser.add_argument("--layout", choices=["sd2"], help="write an SD folder in SD 2.x's layout")
+    parser.add_argument(
+        "--layout",
+        choices=["sd2", "transformer"],
+        help="sd2: an SD folder in SD 2.x's layout; transformer: a FLUX folder's transformer alone",
+    )
     parser.add_argument("--v-pred", action="store_true", help="add the `v_pred` marker key")
     args = parser.parse_args(argv)
     write(args.folder, args.output, args.layout, args.v_pred)

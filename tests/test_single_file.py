@@ -266,7 +266,7 @@ def test_detection_from_names_and_shapes(tmp_path, names, metadata, expected):
 @pytest.mark.parametrize(
     ("names", "words"),
     [
-        ({"double_blocks.0.img_attn.norm.key_norm.scale": [128]}, "FLUX.1"),
+        ({"double_blocks.0.img_attn.norm.key_norm.scale": [128]}, "FLUX checkpoint"),
         ({**_mmdit(24), **_VAE}, "without its CLIP text encoders"),
         ({"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3], **_VAE}, "inpainting"),
         ({**_UNET, **_VAE, **_REFINER}, "refiner"),

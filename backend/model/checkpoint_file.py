@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backend.model.catalogue import Family
@@ -39,12 +39,17 @@ _VAE_PREFIXES = ("first_stage_model.", "vae.")
 class CheckpointKind:
     """The family and variant a checkpoint's tensors reveal."""
 
-    kind: str  # the config folder it needs: sd1, sd2, sdxl, sd3, sd3.5-medium, sd3.5-large
+    # The config folder it needs: sd1, sd2, sdxl, sd3, sd3.5-medium, sd3.5-large, flux-dev,
+    # flux-schnell.
+    kind: str
     family: Family
     pipeline_class: str
     has_t5: bool = False  # SD3: the file carries the T5 encoder
     v_prediction: bool = False  # a marker in the file says it predicts v (not epsilon)
     zero_terminal_snr: bool = False  # a marker says it was trained with zero terminal SNR
+    # Components the file lacks, whose weights the config folder must hold (a FLUX transformer
+    # alone: "vae", "text_encoder", "text_encoder_2").
+    missing: tuple[str, ...] = ()
 
 
 def read_header(path: Path) -> dict[str, dict]:
@@ -112,18 +117,15 @@ def inspect_checkpoint(path: Path) -> CheckpointKind:
     metadata = read_metadata(path)
     # "v_pred" is the marker A1111/ComfyUI honour; modelspec is Stability's metadata standard.
     v_pred = "v_pred" in tensors or metadata.get("modelspec.prediction_type") == "v"
-    return CheckpointKind(
-        kind.kind, kind.family, kind.pipeline_class, kind.has_t5, v_pred, "ztsnr" in tensors
-    )
+    return replace(kind, v_prediction=v_pred, zero_terminal_snr="ztsnr" in tensors)
 
 
 def detect(tensors: dict[str, dict], shown: str) -> CheckpointKind:
     """The family and variant the tensor names and shapes reveal."""
     if _KEYS["flux"] in tensors or _UNET + _KEYS["flux"] in tensors:
-        raise ModelFolderError(
-            f"'{shown}' is a FLUX.1 checkpoint, which this server does not load from a single "
-            "file: use its diffusers folder."
-        )
+        from backend.model.checkpoint_flux import detect_flux  # it builds on CheckpointKind
+
+        return detect_flux(tensors, shown)
     if _MMDIT_BLOCK in tensors or _UNET + _MMDIT_BLOCK in tensors:
         return _sd3(tensors, shown)
     unet_in = tensors.get(_UNET + "input_blocks.0.0.weight")
@@ -186,6 +188,6 @@ def _require_vae(tensors: dict[str, dict], shown: str) -> None:
 def _unknown(shown: str) -> ModelFolderError:
     return ModelFolderError(
         f"'{shown}' is not a checkpoint layout this server knows: its tensor names are neither "
-        "SD 1.x/2.x, SDXL nor SD3 ones in the original (single-file) layout. LoRA, VAE and "
+        "SD 1.x/2.x, SDXL, SD3 nor FLUX.1 ones in the original (single-file) layout. LoRA, VAE and "
         "embedding files go in their own folders, not in MODELS_DIR."
     )

@@ -13,13 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backend.config import resolve_path
-from backend.model.catalogue import FAMILY_DEFAULTS, Family, ModelSpec
+from backend.model.catalogue import FAMILY_DEFAULTS, Family, ModelName, ModelSpec
 from backend.model.checkpoint_file import PICKLE_SUFFIXES, CheckpointKind, inspect_checkpoint
 from backend.model.errors import ModelFolderError
 from backend.model.single_file_configs import display_path, find_config, native_size
 
 SUFFIX = ".safetensors"
 SD3_T5_COMPONENTS = ("text_encoder_3", "tokenizer_3")
+_VARIANT_MODELS = {"flux-dev": ModelName.FLUX_DEV, "flux-schnell": ModelName.FLUX_SCHNELL}
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ def resolve_checkpoint(value: str, models_dir: Path) -> CheckpointSpec | None:
     except ModelFolderError:  # reported when it is loaded, naming the file
         return CheckpointSpec(model_name(path), path, Family.SD, FAMILY_DEFAULTS[Family.SD],
                               models_dir=models_dir)  # fmt: skip
-    defaults = FAMILY_DEFAULTS[kind.family]
+    # A variant with a catalogue entry (FLUX schnell: 4 steps, no guidance) has its defaults.
+    variant = _VARIANT_MODELS.get(kind.kind)
+    defaults = variant.spec(models_dir).defaults if variant else FAMILY_DEFAULTS[kind.family]
     spec = CheckpointSpec(model_name(path), path, kind.family, defaults, models_dir=models_dir)
     try:
         native = native_size(find_config(path, spec.name, models_dir, kind))

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 
 from backend.config import ROOT
+from backend.model.catalogue import Family
 from backend.model.checkpoint_file import CheckpointKind, read_header
+from backend.model.checkpoint_flux import flux_misfit
 from backend.model.errors import ModelFolderError
 
 CONFIGS = "configs"  # MODELS_DIR/configs/<kind>/: the families' config folders
@@ -24,6 +26,8 @@ CONFIG_REPOS = {
     "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
     "sd3.5-medium": "stabilityai/stable-diffusion-3.5-medium",
     "sd3.5-large": "stabilityai/stable-diffusion-3.5-large",
+    "flux-dev": "black-forest-labs/FLUX.1-dev",
+    "flux-schnell": "black-forest-labs/FLUX.1-schnell",
 }
 # The configs and tokenizer files of a diffusers repository, without any weights (~2 MB).
 CONFIG_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model")
@@ -50,19 +54,29 @@ def find_config(path: Path, name: str, models_dir: Path, kind: CheckpointKind) -
             if candidate in named and candidate.is_dir():
                 misfits.append(f"'{display_path(candidate)}' is not a {kind.kind} config folder")
             continue
-        problem = _misfit(candidate, tensors)
+        problem = (
+            flux_misfit(candidate, tensors, kind)
+            if kind.family is Family.FLUX
+            else _misfit(candidate, tensors)
+        )
         if problem is None:
             return candidate
         if candidate in named:
             misfits.append(f"'{display_path(candidate)}' does not fit it ({problem})")
     repo = CONFIG_REPOS[kind.kind]
     target = display_path(root / CONFIGS / kind.kind)
-    includes = " ".join(f'--include "{pattern}"' for pattern in CONFIG_FILES)
+    patterns = [*CONFIG_FILES, *(f"{component}/*" for component in kind.missing)]
+    includes = " ".join(f'--include "{pattern}"' for pattern in patterns)
     found = f" ({'; '.join(misfits)})" if misfits else ""
+    what = (
+        "the family's config files and the weights of the parts the file lacks ("
+        f"{', '.join(kind.missing)}: about 10 GB)"
+        if kind.missing
+        else "the family's small config files once (no weights, a few MB)"
+    )
     return _raise(
         f"Checkpoint '{path.name}' is {kind.kind}, and no config folder for it was "
-        f"found{found}. Fetch the family's small config files once (no weights, a few MB): "
-        f"`hf download {repo} {includes} --local-dir {target}`."
+        f"found{found}. Fetch {what}: `hf download {repo} {includes} --local-dir {target}`."
     )
 
 

@@ -16,6 +16,10 @@ def load_checkpoint(folder: CheckpointFolder, dtype: Any) -> Any:
     """
     import diffusers
 
+    if folder.family is Family.FLUX:
+        from backend.model.single_file_flux import load_flux
+
+        return load_flux(folder, dtype)
     pipeline_class = getattr(diffusers, folder.pipeline_class)
     pipeline = pipeline_class.from_single_file(
         str(folder.path),
