@@ -109,7 +109,9 @@ class LoraAdapters:
             info = describe(path)
         except LoraFileError as error:
             raise LoraError(str(error)) from None
-        adapter = slot if (self.hotswap and slot) else self._new_name()
+        # A freed name is used again: peft and diffusers keep bookkeeping per adapter name, and
+        # a new name per load would let it grow with every file ever loaded.
+        adapter = slot or self._new_name()
         self._load(path, adapter, info.rank, hotswap=self.hotswap and slot is not None)
         self._loaded[name] = _Adapter(adapter, stamp, info.text_encoder)
         self.loads += 1
