@@ -216,3 +216,69 @@ def test_a_batch_of_long_and_short_prompts_draws_what_each_draws_alone(make_app,
     for one, other in zip(batched, alone, strict=True):
         assert_nearly_identical(one, other)
     assert len(set(batched)) == len(bodies)
+
+
+@pytest.fixture(scope="module")
+def sd3_with_t5():
+    """demo-sd3 with a tiny T5 as its third encoder (the demo itself has none)."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    from backend.model.demo import build_demo_pipeline
+    from backend.model.demo_families import build_t5_tokenizer
+
+    pipeline = build_demo_pipeline("sd3")
+    tokenizer = build_t5_tokenizer()
+    torch.manual_seed(7)
+    width = pipeline.transformer.config.joint_attention_dim  # T5's width feeds the transformer
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=width, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    t5 = T5EncoderModel(config).eval()  # as from_pretrained leaves it: no dropout
+    pipeline.register_modules(text_encoder_3=t5, tokenizer_3=tokenizer)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def test_sd3s_t5_reads_past_its_256_token_window(sd3_with_t5):
+    import torch
+
+    from backend.model.catalogue import Family
+    from backend.model.prompt_plan import plan
+    from backend.model.prompt_weights import encode
+
+    def t5_states(prompt: str) -> torch.Tensor:
+        text = plan(sd3_with_t5, Family.SD3, prompt, None)
+        assert text.shape()[1] == 512  # the longer window, not 256
+        with torch.inference_mode():
+            embeds = encode(
+                sd3_with_t5, Family.SD3, text, guidance=False, clip_skip=None, shape=text.shape()
+            )["prompt_embeds"]
+        return embeds[:, -512:]  # T5's part comes after the CLIP chunks
+
+    # The demo's T5 tokenizer reads "a small boat " as 10 tokens: the change is at token ~400.
+    start = "a small boat " * 40
+    assert not torch.equal(t5_states(start + "red"), t5_states(start + "sun"))
+
+
+def test_sd3_with_t5_draws_emphasis_and_plain_prompts_as_its_own_encoding_does(sd3_with_t5):
+    import torch
+
+    from backend.model.catalogue import Family
+    from backend.model.prompt_cache import encode as own_encode
+    from backend.model.prompt_plan import plan
+    from backend.model.prompt_weights import encode
+
+    text = plan(sd3_with_t5, Family.SD3, "(a lighthouse:1.0)", "fog")
+    assert text.positive.pieces == (("a lighthouse", 1.0),)
+    with torch.inference_mode():
+        ours = encode(sd3_with_t5, Family.SD3, text, guidance=True, clip_skip=None, shape=(1, 256))
+        own = own_encode(sd3_with_t5, Family.SD3, "a lighthouse", "fog", True)
+        weighted = plan(sd3_with_t5, Family.SD3, "a (lighthouse:1.4)", "fog")
+        heavier = encode(
+            sd3_with_t5, Family.SD3, weighted, guidance=True, clip_skip=None, shape=(1, 256)
+        )
+    for name, value in own.items():
+        assert torch.allclose(ours[name], value, atol=1e-6), name
+    assert not torch.allclose(heavier["prompt_embeds"][:, -256:], own["prompt_embeds"][:, -256:])
