@@ -28,6 +28,7 @@ BASES: dict[str, dict[str, Any]] = {
     "GenerateRequest": {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 1},
     "OpenAIImageRequest": {"prompt": "a lighthouse", "size": "64x64", "steps": 1},
     "Txt2ImgRequest": {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 1},
+    "SetOptions": {"sd_model_checkpoint": "demo"},
 }
 # Free text the pipeline reads (MAX_PROMPT_LENGTH 2000 characters at most, to get that far).
 TEXTS = ("prompt", "negative_prompt")
