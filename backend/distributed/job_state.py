@@ -34,7 +34,7 @@ def new_record(
         "created_at": created,
         "timeout": timeout,
         "deadline_at": created + timeout if timeout else None,
-        "request": asdict(request),
+        "request": request.to_dict(),
         "output": asdict(output),
     }
 

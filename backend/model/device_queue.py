@@ -17,6 +17,7 @@ from collections import deque
 from backend.config import ServingSettings
 from backend.model.errors import ModelUnavailableError, QueueFullError
 from backend.model.job import Job
+from backend.model.types import ImageInput
 
 
 def batch_key(job: Job) -> tuple:
@@ -35,7 +36,21 @@ def batch_key(job: Job) -> tuple:
         r.loras,
         r.clip_skip,
         r.vae,
+        # Different tasks never share a call; the same task does when its schedule matches.
+        r.task,
+        _input_key(r.init_image),
+        r.hires,
+        r.refiner,
     )
+
+
+def _input_key(image: ImageInput | None) -> tuple | None:
+    """What of an input image decides the schedule (each request keeps its own pixels)."""
+    if image is None:
+        return None
+    # Inpainting only the masked box crops each request differently: it runs alone.
+    alone = image.mask if image.full_res else None
+    return (image.strength, image.fill, image.full_res, image.full_res_padding, alone)
 
 
 class DeviceQueue:

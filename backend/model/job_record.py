@@ -61,7 +61,7 @@ class JobRecord:
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that reproduce the job (with the scheduler that ran, once known)."""
-        parameters = asdict(self.request)
+        parameters = self.request.parameters()
         if self.scheduler is not None:
             parameters["scheduler"] = self.scheduler
         elif parameters["scheduler"] is None:  # the model's own: named once it ran
@@ -73,7 +73,7 @@ class JobRecord:
         data = {field.name: getattr(self, field.name) for field in fields(self)}
         data.update(
             status=self.status.value,
-            request=asdict(self.request),
+            request=self.request.to_dict(),
             output=asdict(self.output),
             error=self.error.to_dict() if self.error is not None else None,
             deadline_at=self.deadline_at,
