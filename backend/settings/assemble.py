@@ -84,6 +84,8 @@ def build_settings(data: dict[str, Any]) -> Settings:
         vaes_dir=resolve_path(data.pop("vaes_dir")),
         default_vae=data.pop("default_vae") or None,
         admin_keys=api_keys(data.pop("admin_api_keys"), None, "ADMIN_API_KEYS"),
+        refiner_model=data.pop("refiner_model") or None,
+        max_upload_length=data.pop("max_upload_length"),
     )
     data["log_level"] = data["log_level"].lower()
     devices = data.pop("devices")

@@ -57,6 +57,8 @@ class AssetSettings:
     vaes_dir: Path  # VAE files or folders, named by requests' `vae`
     default_vae: str | None  # a VAE from VAES_DIR for requests that name none; None: the model's
     admin_keys: tuple[str, ...]  # keys that may change server state (POST /sdapi/v1/options)
+    refiner_model: str | None  # an SDXL refiner folder in MODELS_DIR requests may name; None: none
+    max_upload_length: int  # largest multipart or JSON body that carries images, in bytes
 
 
 @dataclass(frozen=True)

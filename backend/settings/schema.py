@@ -92,6 +92,10 @@ class SettingsSchema(Schema):
     vaes_dir = fields.String(data_key="VAES_DIR", load_default="models/vaes")
     default_vae = fields.String(data_key="DEFAULT_VAE", load_default=None)
     admin_api_keys = fields.String(data_key="ADMIN_API_KEYS", load_default=None)
+    refiner_model = fields.String(data_key="REFINER_MODEL", load_default=None)
+    max_upload_length = fields.Integer(
+        data_key="MAX_UPLOAD_LENGTH", load_default=32 * 2**20, validate=validate.Range(65536)
+    )
     max_loaded_models = fields.Integer(
         data_key="MAX_LOADED_MODELS", load_default=1, validate=validate.Range(1, 64)
     )
