@@ -13,6 +13,7 @@ from backend.model.errors import (
     DeviceOutOfMemoryError,
     GenerationFailedError,
     GenerationTimeoutError,
+    ImageTaskError,
     JobGoneError,
     JobNotFinishedError,
     JobNotFoundError,
@@ -89,6 +90,7 @@ def _http_error(error: HTTPException) -> Response:
 # (loading, busy or misconfigured): 503.
 _STATUS = {
     LoraError: 400,
+    ImageTaskError: 400,
     ModelNotFoundError: 404,
     JobNotFoundError: 404,
     JobNotFinishedError: 409,

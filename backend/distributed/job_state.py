@@ -14,6 +14,7 @@ from typing import Any
 
 from backend.model.errors import ModelLayerError
 from backend.model.job_record import JobRecord, JobStatus
+from backend.model.task_steps import planned_from_values
 from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
 
@@ -49,7 +50,10 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
     queue_end = started or finished or now
     result = state.get("result") or {}
     error = state.get("error")
-    total = int(state.get("total") or state["request"]["steps"])
+    total = state.get("total")
+    if total is None:  # no step reported yet: every pass it will run (img2img: fewer steps)
+        values = state["request"]
+        total = planned_from_values(values["steps"], values.get("init_image"), values.get("hires"))
     return JobRecord(
         id=state["id"],
         owner=state.get("owner"),
@@ -86,6 +90,7 @@ def generation_result(state: dict[str, Any], images: list[EncodedImage]) -> Gene
         sampler=result["sampler"],
         generation_seconds=result["generation_seconds"],
         queue_seconds=result["queue_seconds"],
+        notes=result.get("notes") or {},
     )
 
 
@@ -98,4 +103,5 @@ def result_fields(result: GenerationResult) -> dict[str, Any]:
         "queue_seconds": result.queue_seconds,
         "media_type": result.images[0].media_type if result.images else None,
         "seeds": result.seeds,
+        "notes": result.notes,
     }

@@ -24,9 +24,11 @@ TOKENIZER_MAX_LENGTH = 77  # as every CLIP tokenizer in Stable Diffusion
 def build_demo_pipeline(family: str = "sd", seed: int = DEMO_SEED):  # noqa: ANN201
     """A `family` (sd, sdxl, sd3, or one of `demo_families.BUILDERS`) pipeline of a few million
     random weights, fixed by `seed`."""
+    from backend.model import demo_tasks
     from backend.model.demo_families import BUILDERS
 
     builders = {"sd": _build_sd, "sdxl": _build_sdxl, "sd3": _build_sd3, **BUILDERS}
+    builders.update(demo_tasks.BUILDERS)
     return builders[family](seed)
 
 
@@ -152,9 +154,9 @@ def _build_unet(seed: int, **config: Any):  # noqa: ANN202
 
     # Each component is seeded on its own, so changing one never changes the others' weights.
     torch.manual_seed(seed)
+    config = {"in_channels": 4, **config}  # 9 for an inpainting UNet (demo_tasks.py)
     return UNet2DConditionModel(
         sample_size=32,  # 32 latent pixels x the VAE's 8 = a 256x256 native size
-        in_channels=4,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(32, 64),
@@ -243,6 +245,8 @@ DEMO_FAMILIES = {
     "demo-flux": "flux",
     "demo-pixart": "pixart",
     "demo-sana": "sana",
+    "demo-inpaint": "sd-inpaint",  # a 9-channel inpainting UNet (demo_tasks.py)
+    "demo-sdxl-refiner": "sdxl-refiner",  # REFINER_MODEL for demo-sdxl
 }
 
 

@@ -137,6 +137,13 @@ class LoraError(ModelLayerError):
     code = "lora"
 
 
+class ImageTaskError(ModelLayerError):
+    """A request's image task does not fit its model (a 400): e.g. the refiner on a model that
+    is not SDXL, or a family without an img2img/inpainting pipeline."""
+
+    code = "image_task"
+
+
 _BY_CODE: dict[str, type[ModelLayerError]] = {
     kind.code: kind for kind in (ModelLayerError, *ModelLayerError.__subclasses__())
 }

@@ -66,4 +66,5 @@ def encode_job(job: Job, embed_metadata: bool) -> GenerationResult:
         sampler=raw.scheduler.label,
         generation_seconds=job.run_seconds(),
         queue_seconds=job.queue_seconds(),
+        notes=dict(raw.notes),
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from backend.model.catalogue import ModelSpec
 from backend.model.errors import GenerationTimeoutError, ModelLayerError
 from backend.model.job_record import JobRecord, JobStatus
+from backend.model.task_steps import planned_steps
 from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Job:
         self.deadline = self.submitted + timeout if timeout else None
         self.status = JobStatus.QUEUED
         self.step = 0
-        self.total_steps = request.steps
+        self.total_steps = planned_steps(request)  # the step callback reports the real one
         self.started: float | None = None  # monotonic
         self.finished: float | None = None  # monotonic: images drawn, failed or cancelled
         self.finished_at: float | None = None  # wall clock of the final state, for the TTL

@@ -6,23 +6,26 @@ torch is imported inside the call, so importing this module stays instant.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.config import MemorySettings
 from backend.model import prompt_plan, schedulers
 from backend.model.catalogue import Family
-from backend.model.family_call import callback_arguments, set_vae_tiling
+from backend.model.family_call import set_vae_tiling
 from backend.model.lora_adapters import LoraAdapters
 from backend.model.prompt_cache import PromptCache, no_negative, uses_guidance
+from backend.model.refiner import refiner_pipeline
 from backend.model.run_control import RunControl
+from backend.model.step_progress import Progress, StepHook
+from backend.model.task_call import TaskCall, draw
 from backend.model.types import GenerationRequest
 
 if TYPE_CHECKING:
     from backend.model.schedulers import SchedulerChoice
-
-StepHook = Callable[[int, int], None]  # (step just finished, total steps)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class RawOutput:
 
     images: list[Any]
     scheduler: SchedulerChoice
+    # How it was drawn, as plain data for the response: "task", "steps_run" (img2img, inpaint,
+    # hires fix: the denoising steps that really ran), "inpaint_mode" (task_pipelines).
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +50,8 @@ class LoadedModel:
     loras: LoraAdapters | None = None  # None: this pipeline takes no LoRA
     last_used: float = field(default_factory=time.monotonic)  # the residency's LRU clock
     assets: Any = None  # embeddings and VAEs it took on (model_assets.ModelAssets)
+    # img2img/inpaint pipelines on the same modules, and refiners (task_pipelines, refiner.py)
+    tasks: dict[str, Any] = field(default_factory=dict)
 
 
 def call_pipeline(
@@ -52,6 +60,8 @@ def call_pipeline(
     controls: Sequence[RunControl],
     memory: MemorySettings,
     on_step: StepHook,
+    *,
+    models_dir: Path | None = None,  # where refiners are found; None: no refiner
 ) -> list[RawOutput]:
     """One pipeline call for `requests` (compatible by `batch_key`); one output each."""
     import torch
@@ -64,7 +74,7 @@ def call_pipeline(
         for indices in groups:
             outputs = call_pipeline(
                 model, [requests[i] for i in indices], [controls[i] for i in indices], memory,
-                on_step,
+                on_step, models_dir=models_dir,
             )  # fmt: skip
             done.update(zip(indices, outputs, strict=True))
         return [done[index] for index in range(len(requests))]
@@ -76,52 +86,57 @@ def call_pipeline(
             raise ValueError(f"scheduler {request.scheduler!r} does not fit a {model.family}")
     pipeline = model.pipeline
     pipeline.scheduler = schedulers.build(choice, model.base_scheduler)
+    width, height = request.output_size
     tile = memory.vae_tiling == "true" or (
-        memory.vae_tiling == "auto" and request.width * request.height > memory.vae_tiling_pixels
+        memory.vae_tiling == "auto" and width * height > memory.vae_tiling_pixels
     )
     # Decoding a large image in tiles bounds its memory; small ones decode faster whole.
     set_vae_tiling(pipeline.vae, tile)
-    # One CPU generator per image: image k of a request starts from the same noise as a
-    # request for seed+k alone, on any device, batched with other requests or not.
-    generators = [
-        torch.Generator("cpu").manual_seed(seed) for each in requests for seed in each.seeds()
-    ]
+
+    def generators() -> list[Any]:
+        # One CPU generator per image: image k of a request starts from the same noise as a
+        # request for seed+k alone, on any device, batched with other requests or not.
+        return [
+            torch.Generator("cpu").manual_seed(seed) for each in requests for seed in each.seeds()
+        ]
+
     # batch_key: every request of the call names the same LoRA set.
     lora_key = model.loras.apply(request.loras) if model.loras is not None else ()
+    refiner = None
+    if models_dir is not None:
+        refiner = partial(refiner_pipeline, model, models_dir=models_dir)
     with torch.inference_mode():
         texts, per_prompt = _text_arguments(model, requests, lora_key)
-        output = pipeline(
-            **texts,
-            width=request.width,
-            height=request.height,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            num_images_per_prompt=per_prompt,
-            generator=generators,
-            output_type="pil",
-            **callback_arguments(pipeline, _step_end(controls, request.steps, on_step)),
+        call = TaskCall(
+            model, requests, texts, per_prompt, generators, Progress(controls, on_step), refiner
         )
+        images = draw(call)
     if choice is None:
         base = model.base_scheduler
         choice = schedulers.describe(type(base).__name__, base.config, model.family)
-    images = list(output.images)
+    notes = {"task": request.task, **call.notes}
     outputs = []
     for each in requests:
-        outputs.append(RawOutput(images[: each.num_images], choice))
+        outputs.append(RawOutput(images[: each.num_images], choice, notes))
         images = images[each.num_images :]
     return outputs
 
 
 def _length_groups(model: LoadedModel, requests: Sequence[GenerationRequest]) -> list[list[int]]:
-    """Indices of `requests` grouped by the text length (chunks, T5 window) they encode at."""
+    """Indices of `requests` grouped by the text length (chunks, T5 window) they encode at
+    (and each full-res inpainting alone)."""
     if len(requests) == 1:
         return [[0]]
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for index, each in enumerate(requests):
+        if each.init_image is not None and each.init_image.full_res:
+            # diffusers pastes a cropped inpainting onto one original: one request per call.
+            groups[("alone", index)] = [index]
+            continue
         text = prompt_plan.plan(
             model.pipeline, model.family, each.prompt, each.negative_prompt or None
         )
-        groups.setdefault(text.shape(), []).append(index)
+        groups.setdefault(tuple(text.shape()), []).append(index)
     return list(groups.values())
 
 
@@ -164,21 +179,3 @@ def _text_arguments(
         model.pipeline, model.family, texts, guidance, request.clip_skip, variant=lora_key
     )
     return embeddings, 1
-
-
-def _step_end(controls: Sequence[RunControl], steps: int, on_step: StepHook) -> Callable[..., dict]:
-    """diffusers' step-end callback: progress, the caller's hook, deadlines and cancellation."""
-
-    def callback(pipeline: Any, step: int, _timestep: Any, kwargs: dict) -> dict:
-        total = getattr(pipeline, "num_timesteps", None) or steps
-        on_step(step + 1, total)
-        for control in controls:
-            control.progress(step + 1, total)
-        # Every request checked (each may end itself at its deadline), then: does anyone
-        # still want these images? If not, diffusers skips the remaining steps.
-        stops = [control.should_stop() for control in controls]
-        if all(stops):
-            pipeline._interrupt = True
-        return kwargs
-
-    return callback

@@ -22,6 +22,10 @@ PIPELINE_FAMILIES: dict[str, Family] = {
     "FluxPipeline": Family.FLUX,
     "PixArtSigmaPipeline": Family.PIXART,
     "SanaPipeline": Family.SANA,
+    # Dedicated inpainting checkpoints (9-channel UNets): loaded like their family's txt2img
+    # pipeline, they serve inpainting requests (task_pipelines.py).
+    "StableDiffusionInpaintPipeline": Family.SD,
+    "StableDiffusionXLInpaintPipeline": Family.SDXL,
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Components that carry no weights; every other component folder with a config must have some.

@@ -95,7 +95,10 @@ class ModelResidency:
                 hook(step, total)
 
         with prepared(model, spec, requests, self.settings):  # its embeddings and VAE
-            return call_pipeline(model, requests, controls, self.settings.memory, on_step)
+            return call_pipeline(
+                model, requests, controls, self.settings.memory, on_step,
+                models_dir=self.settings.models_dir,
+            )  # fmt: skip
 
     def model(self, spec: ModelSpec) -> LoadedModel:
         """The loaded model for `spec`, loading it (and unloading the least recently used)."""

@@ -7,7 +7,7 @@ a process boundary to a queue worker.
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 MAX_SEED = 2**32 - 1
@@ -185,6 +185,10 @@ class GenerationResult:
     sampler: str  # the same, as AUTOMATIC1111 labels it
     generation_seconds: float
     queue_seconds: float = 0.0
+    # How the images were drawn, plain data for the views: "task"; "steps_run" (img2img,
+    # inpaint, hires fix: the denoising steps that ran); "inpaint_mode" (inpaint: "dedicated
+    # inpainting UNet" or "mask blending on the base model").
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
