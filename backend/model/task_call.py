@@ -120,7 +120,16 @@ def image_to_image(call: TaskCall) -> list[Any]:
         "num_inference_steps": request.steps,
         "output_type": "pil",
     }
+    # Strength 1 starts from pure noise, as diffusers' inpaint pipeline does: img2img's own
+    # start (the input noised to the first step) would still show the input faintly.
+    from_noise = given.strength >= 1
+    noise = {
+        "width": request.width, "height": request.height,
+        "num_inference_steps": request.steps, "output_type": "pil",
+    }  # fmt: skip
     if task == task_pipelines.IMG2IMG:
+        if from_noise:
+            return call.run(call.model.pipeline, run, **noise)
         return call.run(pipeline, run, **arguments)
     originals = image_tasks.originals(call.requests)
     masks = image_tasks.masks(call.requests)
@@ -137,6 +146,8 @@ def image_to_image(call: TaskCall) -> list[Any]:
         pipeline = task_pipelines.task_pipeline(call.model, task_pipelines.IMG2IMG)
         seeds = [seed for each in call.requests for seed in each.seeds()]
         hook = latent_blend.blender(pipeline, arguments["image"], masks, seeds)
+        if from_noise:
+            pipeline, arguments = call.model.pipeline, noise
         drawn = call.run(pipeline, run, on_latents=hook, **arguments)
     else:
         arguments.update(mask_image=masks, width=request.width, height=request.height)
