@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed bench-flux-memory run worker dev test lint format loadtest fuzz batch-fidelity bench-lora bench-lora-compile images clean
+.PHONY: help install install-dev demo-model train-demo train-demo-lora demo-quality bench-model bench bench-speed bench-flux-memory run worker dev test lint format loadtest fuzz batch-fidelity bench-lora bench-lora-compile bench-tasks images clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ images: install  ## draw the diagrams (docs/diagrams/*.toml) and the demo's prom
 
 bench-lora: install  ## RSS over 1,000 requests cycling through 10 LoRAs (flat is good)
 	$(PY) -m bench.lora_memory $(LORA_BENCH_ARGS)
+
+bench-tasks: install  ## memory of one model serving txt2img, img2img and inpaint; img2img/txt2img time
+	$(PY) -m bench.task_memory $(TASK_BENCH_ARGS)
 
 bench-lora-compile: install  ## graphs torch.compile builds while requests change LoRAs (COMPILE=unet, CPU)
 	$(PY) -m bench.lora_compile $(LORA_COMPILE_ARGS)
