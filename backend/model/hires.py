@@ -62,18 +62,8 @@ def hires_fix(call: Any) -> list[Any]:
     return call.run(
         pipeline, second, image=image, strength=hires.strength,
         num_inference_steps=second_steps, output_type="pil",
-        **_size_arguments(pipeline, hires),
+        **task_pipelines.size_arguments(pipeline, hires.width, hires.height),
     )  # fmt: skip
-
-
-def _size_arguments(pipeline: Any, hires: Any) -> dict[str, int]:
-    """SD3/FLUX img2img take the size; SD/SDXL take it from the image."""
-    import inspect
-
-    parameters = inspect.signature(pipeline.__call__).parameters
-    if "width" in parameters:
-        return {"width": hires.width, "height": hires.height}
-    return {}
 
 
 def _decode(pipeline: Any, latents: Any) -> list[Any]:

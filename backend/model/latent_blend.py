@@ -15,14 +15,27 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from backend.model.errors import ImageTaskError
+
 LatentHook = Callable[[Any, int, Any, Any], Any]  # (pipeline, step, timestep, latents) -> latents
 _NOISE_SEED_OFFSET = 0x5EED  # the blend's noise differs from the pipeline's own
 
 
 def needs_blending(pipeline: Any) -> bool:
-    """Whether `pipeline`'s UNet is one diffusers' inpaint pipeline cannot drive (not 4 or 9)."""
+    """Whether `pipeline`'s UNet is one diffusers' inpaint pipeline cannot drive (not 4 or 9);
+    ImageTaskError for an SD3 transformer it cannot drive (not 16 or 33: the random demo's)."""
     unet = getattr(pipeline, "unet", None)
-    return unet is not None and unet.config.in_channels not in (4, 9)
+    if unet is not None:
+        return unet.config.in_channels not in (4, 9)
+    transformer = getattr(pipeline, "transformer", None)
+    is_sd3 = type(transformer).__name__ == "SD3Transformer2DModel"
+    if is_sd3 and transformer.config.in_channels not in (16, 33):
+        raise ImageTaskError(
+            "This SD3 model's transformer takes "
+            f"{transformer.config.in_channels} latent channels; diffusers inpaints SD3 "
+            "models of 16 (or 33, inpainting) only."
+        )
+    return False
 
 
 def blender(

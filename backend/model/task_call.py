@@ -119,6 +119,7 @@ def image_to_image(call: TaskCall) -> list[Any]:
         "strength": given.strength,
         "num_inference_steps": request.steps,
         "output_type": "pil",
+        **task_pipelines.size_arguments(pipeline, request.width, request.height),
     }
     # Strength 1 starts from pure noise, as diffusers' inpaint pipeline does: img2img's own
     # start (the input noised to the first step) would still show the input faintly.
@@ -146,6 +147,7 @@ def image_to_image(call: TaskCall) -> list[Any]:
         pipeline = task_pipelines.task_pipeline(call.model, task_pipelines.IMG2IMG)
         seeds = [seed for each in call.requests for seed in each.seeds()]
         hook = latent_blend.blender(pipeline, arguments["image"], masks, seeds)
+        arguments.pop("width", None), arguments.pop("height", None)  # SD's img2img takes none
         if from_noise:
             pipeline, arguments = call.model.pipeline, noise
         drawn = call.run(pipeline, run, on_latents=hook, **arguments)

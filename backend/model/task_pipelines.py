@@ -67,3 +67,13 @@ def is_inpainting_model(pipeline: Any) -> bool:
 def inpaint_mode(pipeline: Any) -> str:
     """How `pipeline` paints a mask: DEDICATED or BLENDED."""
     return DEDICATED if is_inpainting_model(pipeline) else BLENDED
+
+
+def size_arguments(pipeline: Any, width: int, height: int) -> dict[str, int]:
+    """The output size for an img2img call: SD3's and FLUX's take it (else they draw at their
+    default size), SD's and SDXL's take it from the image."""
+    import inspect
+
+    if "width" in inspect.signature(pipeline.__call__).parameters:
+        return {"width": width, "height": height}
+    return {}
