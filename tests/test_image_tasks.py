@@ -97,16 +97,16 @@ def draw(engine, req: GenerationRequest) -> tuple[list[np.ndarray], dict]:
     return [pixels(each.data) for each in result.images], result.notes
 
 
-def steps_seen(engine, req: GenerationRequest) -> tuple[list[tuple[int, int]], dict]:
-    """The (step, total) pairs the step hook saw while drawing `req`."""
+def steps_seen(engine, req: GenerationRequest) -> tuple[list[tuple[int, int]], list, dict]:
+    """The (step, total) pairs the step hook saw while drawing `req`, its images and notes."""
     seen: list[tuple[int, int]] = []
     worker = engine.workers[0]
     worker.step_hook = lambda step, total: seen.append((step, total))
     try:
-        _, notes = draw(engine, req)
+        images, notes = draw(engine, req)
     finally:
         worker.step_hook = None
-    return seen, notes
+    return seen, images, notes
 
 
 # --- img2img ---
@@ -138,7 +138,7 @@ def test_strength_one_ignores_the_input(engine):
 
 def test_progress_total_is_the_steps_that_run(engine):
     given = png(shape_image("red"))
-    seen, notes = steps_seen(engine, request(steps=10, init_image=ImageInput((given,), 0.5)))
+    seen, _, notes = steps_seen(engine, request(steps=10, init_image=ImageInput((given,), 0.5)))
     assert notes["steps_run"] == 5
     assert seen == [(step, 5) for step in range(1, 6)]
 
@@ -235,19 +235,17 @@ def test_an_inpainting_model_refuses_text_only_requests(engine):
 @pytest.mark.parametrize("upscaler", ["latent", "lanczos", "nearest"])
 def test_hires_fix_returns_the_final_size_and_counts_both_passes(engine, upscaler):
     hires = HiresOptions(128, 96, upscaler, steps=6, strength=0.5)
-    seen, notes = steps_seen(engine, request(steps=4, hires=hires))
+    seen, images, notes = steps_seen(engine, request(steps=4, hires=hires))
     assert notes["steps_run"] == 4 + 3
     assert [step for step, _ in seen] == list(range(1, 8))  # one scale, growing
     assert {total for _, total in seen} == {7}
-    images, _ = draw(engine, request(steps=4, hires=hires))
     assert images[0].shape == (96, 128, 3)
 
 
 def test_the_refiner_ensemble_runs(engine):
     refiner = RefinerOptions("demo-sdxl-refiner", 0.5)
     req = request(model="demo-sdxl", width=128, height=128, steps=4, refiner=refiner)
-    seen, _ = steps_seen(engine, req)
-    images, _ = draw(engine, req)
+    seen, images, _ = steps_seen(engine, req)
     assert images[0].shape == (128, 128, 3)
     assert seen[-1][0] == seen[-1][1] == 4  # base and refiner share one schedule
 
