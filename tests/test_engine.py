@@ -53,4 +53,7 @@ def test_result_reports_timings_and_parameters(app):
         "loras": (),
         "clip_skip": None,
         "vae": None,
+        "init_image": None,
+        "hires": None,
+        "refiner": None,
     }
