@@ -103,6 +103,8 @@ def test_demo_cli_builds_every_family_and_one_on_request(tmp_path, monkeypatch):
         ("demo", "StableDiffusionPipeline"),
         ("demo-sdxl", "StableDiffusionXLPipeline"),
         ("demo-sd3", "StableDiffusion3Pipeline"),
+        ("demo-inpaint", "StableDiffusionInpaintPipeline"),
+        ("demo-sdxl-refiner", "StableDiffusionXLImg2ImgPipeline"),
     ):
         index = json.loads((tmp_path / "all" / name / "model_index.json").read_text())
         assert index["_class_name"] == pipeline_class

@@ -18,12 +18,20 @@ import pytest
 from conftest import LOAD_TIMEOUT
 from PIL import Image, ImageDraw
 
+from backend.distributed.job_state import job_record, new_record
 from backend.main import create_app
 from backend.model.demo import save_demo_model
 from backend.model.errors import ImageTaskError
 from backend.model.job_record import JobStatus
 from backend.model.task_pipelines import BLENDED, DEDICATED
-from backend.model.types import GenerationRequest, HiresOptions, ImageInput, RefinerOptions
+from backend.model.task_steps import planned_steps
+from backend.model.types import (
+    GenerationRequest,
+    HiresOptions,
+    ImageInput,
+    OutputOptions,
+    RefinerOptions,
+)
 from demo_model.measures import colour_share, find_object
 
 SIZE = 64
@@ -284,3 +292,25 @@ def test_inpainting_paints_what_the_prompt_names_inside_the_mask_only(engine):
         (image,), _ = draw(engine, request(prompt, seed=seed, init_image=image_input))
         assert colour_share(image[INSIDE].astype(np.uint8), "green") > 0.05
         assert psnr(image[outside()], np.full((outside().sum(), 3), 255.0)) > 30
+
+
+# --- step totals without torch (jobs, the scale-out mode's Redis states) ---
+
+
+def test_planned_steps_count_what_runs():
+    given = ImageInput((b"png",), 0.35)
+    assert planned_steps(request(steps=20, init_image=given)) == 7
+    assert (
+        planned_steps(request(steps=20, hires=HiresOptions(128, 128, steps=0, strength=0.5))) == 30
+    )
+    assert (
+        planned_steps(request(steps=20, hires=HiresOptions(128, 128, steps=8, strength=0.5))) == 24
+    )
+    assert planned_steps(request(steps=20, init_image=ImageInput((b"png",), 0.0))) == 0
+
+
+def test_a_queued_scale_out_job_shows_the_steps_it_will_run():
+    req = request(steps=20, init_image=ImageInput((png(shape_image("red")),), 0.5))
+    state = {**new_record(req, OutputOptions(), None, None, True), "status": "queued"}
+    assert job_record(state).total_steps == 10
+    assert job_record({**state, "total": 12}).total_steps == 12  # a worker's report wins

@@ -54,6 +54,7 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
     if total is None:  # no step reported yet: every pass it will run (img2img: fewer steps)
         values = state["request"]
         total = planned_from_values(values["steps"], values.get("init_image"), values.get("hires"))
+    total = int(total)
     return JobRecord(
         id=state["id"],
         owner=state.get("owner"),

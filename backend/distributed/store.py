@@ -45,6 +45,7 @@ from backend.distributed.store_scripts import (
     settings_args,
     text,
 )
+from backend.model.task_steps import planned_from_values
 
 __all__ = ["Admission", "Claim", "JobStore", "StoreSettings"]
 
@@ -106,10 +107,18 @@ class JobStore:
     def admit(self, record: dict) -> Admission:
         """Admit a job if live workers have room, in one round trip; say where to route it."""
         # An id that is stored already raises redis.ResponseError (ids are random tokens).
-        steps = (record.get("request") or {}).get("steps")
+        request = record.get("request") or {}
+        steps = request.get("steps")
+        if steps is not None:  # the steps it will run (img2img: strength of them; hires: both)
+            steps = planned_from_values(steps, request.get("init_image"), request.get("hires"))
         keep = "1" if record.get("keep") else "0"
         reply = self._run(
-            "admit", record["id"], record["model"], keep, json.dumps(record), steps or ""
+            "admit",
+            record["id"],
+            record["model"],
+            keep,
+            json.dumps(record),
+            "" if steps is None else steps,
         )
         accepted, reason, retry_after, routed, outstanding, capacity = reply
         prefix = self.settings.prefix
