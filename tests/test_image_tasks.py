@@ -314,3 +314,20 @@ def test_a_queued_scale_out_job_shows_the_steps_it_will_run():
     state = {**new_record(req, OutputOptions(), None, None, True), "status": "queued"}
     assert job_record(state).total_steps == 10
     assert job_record({**state, "total": 12}).total_steps == 12  # a worker's report wins
+
+
+def test_task_pipelines_and_the_refiner_share_the_loaded_modules(engine):
+    given = png(shape_image("red"))
+    engine.generate(request(steps=2, init_image=ImageInput((given,), 0.5)))
+    engine.generate(request(steps=2, init_image=ImageInput((given,), 0.5, png(box_mask(CENTRE)))))
+    loaded = engine.workers[0].models._loaded
+    demo = loaded["demo"]
+    for task in ("img2img", "inpaint"):
+        for name in ("unet", "vae", "text_encoder", "tokenizer"):
+            assert getattr(demo.tasks[task], name) is getattr(demo.pipeline, name), (task, name)
+    refiner = RefinerOptions("demo-sdxl-refiner", 0.5)
+    engine.generate(request(model="demo-sdxl", width=128, height=128, steps=2, refiner=refiner))
+    sdxl = engine.workers[0].models._loaded["demo-sdxl"]
+    loaded_refiner = sdxl.tasks["refiners"]["demo-sdxl-refiner"]
+    assert loaded_refiner.text_encoder_2 is sdxl.pipeline.text_encoder_2
+    assert loaded_refiner.vae is sdxl.pipeline.vae
