@@ -290,7 +290,7 @@ def test_inpainting_paints_what_the_prompt_names_inside_the_mask_only(engine):
     prompt = "a green circle in the centre, on a white background"
     for seed in range(3):
         (image,), _ = draw(engine, request(prompt, seed=seed, init_image=image_input))
-        assert colour_share(image[INSIDE].astype(np.uint8), "green") > 0.05
+        assert colour_share(image[INSIDE].astype(np.uint8), "green") > 0.2  # measured 0.34-0.46
         assert psnr(image[outside()], np.full((outside().sum(), 3), 255.0)) > 30
 
 
