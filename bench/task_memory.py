@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "MODELS_DIR": str(models), "DEFAULT_MODEL": "demo", "DEVICE": args.device,
                 "JOBS_DIR": "off", "LOG_LEVEL": "warning", "PROMPT_CACHE_SIZE": 0,
+                "REQUEST_TIMEOUT_SECONDS": 3600,  # a full-size model on a slow CPU
             }
         )  # fmt: skip
         engine = Engine(settings)
