@@ -12,9 +12,12 @@ import io
 import json
 
 import pytest
+import webuiapi
 from PIL import Image
 
+from bench.cluster import Cluster
 from tests.helpers import png_size
+from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
 IMG2IMG = "/sdapi/v1/img2img"
 TXT2IMG = "/sdapi/v1/txt2img"
@@ -285,3 +288,92 @@ def test_upscaler_listings(client):
     assert set(upscalers[0]) == {"name", "model_name", "model_path", "model_url", "scale"}
     modes = client.get("/sdapi/v1/latent-upscale-modes").get_json()
     assert modes == [{"name": "Latent"}]
+
+
+def test_the_hires_final_size_keeps_max_width(make_app, simple_txt2img_request):
+    client = make_app(MAX_WIDTH=128, MAX_HEIGHT=128).test_client()
+    body = {**simple_txt2img_request, "enable_hr": True, "hr_scale": 4}
+    response = client.post(TXT2IMG, json=body)
+    assert response.status_code == 400
+    assert "hr_scale" in response.get_json()["details"]
+
+
+# The real `webuiapi` client against a real gunicorn server.
+
+
+@pytest.fixture(scope="module")
+def api(api_server):
+    return webuiapi.WebUIApi(baseurl=f"{api_server.url}/sdapi/v1", steps=3)
+
+
+def _webuiapi_img2img(api: webuiapi.WebUIApi) -> None:
+    """img2img, then inpainting with a mask, as webuiapi's users write them."""
+    result = api.img2img(
+        images=[_picture()], prompt="a red square", denoising_strength=0.5, seed=5,
+        width=64, height=64,
+    )  # fmt: skip
+    assert [image.size for image in result.images] == [(64, 64)]
+    assert result.info["denoising_strength"] == 0.5 and result.info["seed"] == 5
+    assert result.parameters["init_images"] is None
+    inpainted = api.img2img(
+        images=[_picture()], mask_image=_mask(), inpainting_fill=1, prompt="a green circle",
+        denoising_strength=0.9, seed=5, width=64, height=64, batch_size=2,
+    )  # fmt: skip
+    assert [image.size for image in inpainted.images] == [(64, 64)] * 2
+    assert inpainted.parameters["inpainting_fill"] == 1
+    assert "Mask blur: 4" in inpainted.info["infotexts"][0]
+
+
+def _webuiapi_hires(api: webuiapi.WebUIApi) -> webuiapi.WebUIApiResult:
+    result = api.txt2img(
+        prompt="a lighthouse", enable_hr=True, hr_scale=2,
+        hr_upscaler=webuiapi.HiResUpscaler.Latent, denoising_strength=0.5, seed=9,
+        width=64, height=64,
+    )  # fmt: skip
+    assert result.info["extra_generation_params"]["Hires upscale"] == 2
+    assert (result.info["width"], result.info["height"]) == (64, 64)
+    return result
+
+
+@pytest.mark.slow
+def test_webuiapi_img2img_and_inpainting(api):
+    _webuiapi_img2img(api)
+
+
+@pytest.mark.slow
+def test_webuiapi_hires_txt2img(api):
+    _webuiapi_hires(api)
+
+
+@pytest.mark.slow
+@DRAWS_HIRES
+def test_webuiapi_hires_txt2img_is_twice_the_size(api):
+    assert _webuiapi_hires(api).image.size == (128, 128)
+
+
+@pytest.mark.slow
+def test_webuiapi_lists_the_upscalers(api):
+    assert [each["name"] for each in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]
+    assert [each["name"] for each in api.get_latent_upscale_modes()] == ["Latent"]
+
+
+# The same through the scale-out mode: a real Redis, a gunicorn API and a Celery worker.
+
+
+@pytest.fixture(scope="module")
+def cluster_api(base_settings, redis_server, tmp_path_factory):  # noqa: F811
+    cluster = Cluster(
+        {**base_settings, "MAX_BATCH_SIZE": 1}, redis_server.url, tmp_path_factory.mktemp("c")
+    )
+    try:
+        cluster.add_worker()
+        api = cluster.add_api()
+        yield webuiapi.WebUIApi(baseurl=f"{api.url}/sdapi/v1", steps=3)
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_celery_mode_webuiapi_img2img_and_hires(cluster_api):
+    _webuiapi_img2img(cluster_api)
+    _webuiapi_hires(cluster_api)

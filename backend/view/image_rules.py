@@ -124,6 +124,13 @@ def hires(
     final_w = max(multiple, final_w // multiple * multiple)
     final_h = max(multiple, final_h // multiple * multiple)
     problems = schema.size_problems(model, final_w, final_h)
+    # The final size is what is drawn and returned: MAX_WIDTH and MAX_HEIGHT bound it too.
+    for side, value, most in (
+        ("width", final_w, schema.limits.max_width),
+        ("height", final_h, schema.limits.max_height),
+    ):
+        if value > most:
+            problems.setdefault(side, []).append(f"{value} is more than the limit of {most}.")
     if problems:
         named: dict[str, list[str]] = {}
         for side, field in zip(("width", "height"), fields, strict=True):
