@@ -217,6 +217,18 @@ def test_every_resize_mode_gives_width_by_height(client, simple_img2img_request,
     assert _sizes(answer) == [(64, 128)]
 
 
+def test_the_mask_is_resized_as_the_images_are(client, simple_img2img_request):
+    # A wide input and its mask, white only in the right-most quarter: "crop and resize" cuts
+    # that quarter away from the image, so from the mask too (nothing is left to paint).
+    mask = Image.new("L", (128, 64), 0)
+    mask.paste(255, (100, 0, 128, 64))
+    body = {**simple_img2img_request, "init_images": [_b64(_picture((128, 64)))]}
+    body.update(mask=_b64(mask), mask_blur=0)
+    assert client.post(IMG2IMG, json={**body, "resize_mode": 0}).status_code == 200
+    cropped = client.post(IMG2IMG, json={**body, "resize_mode": 1})
+    assert cropped.status_code == 400 and "mask" in cropped.get_json()["details"]
+
+
 def test_include_init_images_echoes_them(client, simple_img2img_request):
     mask = _b64(_mask())
     body = {**simple_img2img_request, "include_init_images": True, "mask": mask}

@@ -17,12 +17,9 @@ from marshmallow import (
 from backend.model import schedulers
 from backend.model.service import ModelInfo
 from backend.view import a1111_hires, image_rules
-from backend.view.a1111_common import (
-    SCHEDULE_TYPES,
-    A1111Command,
-    A1111GenerationSchema,
-)
+from backend.view.a1111_common import A1111Command, A1111GenerationSchema
 from backend.view.a1111_info import A1111ImagesResponseSchema
+from backend.view.a1111_options import SCHEDULE_TYPES
 from backend.view.fields import StrictBoolean, WholeNumber
 
 

@@ -11,7 +11,12 @@ from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_sc
 from backend.model import schedulers
 from backend.model.types import GenerationRequest
 from backend.view import image_rules
-from backend.view.a1111_options import OverrideSettingsSchema, clip_skip_of, clip_skip_problems
+from backend.view.a1111_options import (
+    OverrideSettingsSchema,
+    clip_skip_of,
+    clip_skip_problems,
+    sampler_of,
+)
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.lora_tags import split_prompt, tag_problems
 from backend.view.rules import (
@@ -23,8 +28,6 @@ from backend.view.rules import (
     between,
 )
 
-# AUTOMATIC1111's "schedule type" (since 1.9); only these two change what our samplers do.
-SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 # "sd-turbo [a1b2c3d4]" or "sd_turbo.safetensors [hash]": the title's model part.
 _TITLE = re.compile(r"^(?P<name>.*?)(\.safetensors|\.ckpt)?(\s*\[[0-9a-fA-F]+\])?$")
 
@@ -203,23 +206,4 @@ class A1111GenerationSchema(GenerationSchema):
 
     def _scheduler(self, data: dict[str, Any]) -> schedulers.SchedulerChoice | None:
         """The sampler asked for (sampler_name, else sampler_index), with its schedule type."""
-        family = self.spec(self._model(data)).family
-        name = data.get("sampler_name") or data.get("sampler_index")
-        schedule = (data.get("scheduler") or "automatic").lower()
-        if schedule not in SCHEDULE_TYPES:
-            raise ValueError(
-                f"Unknown scheduler '{schedule[:40]}'. Known: {', '.join(SCHEDULE_TYPES)}."
-            )
-        if not name:
-            if schedule == "karras":
-                raise ValueError("scheduler 'karras' needs a sampler_name.")
-            return None
-        choice = schedulers.find(name, family)
-        if choice is not None and schedule == "karras" and not choice.karras:
-            choice = schedulers.find(f"{choice.name}_karras", family)
-            if choice is None:
-                raise ValueError(f"Sampler '{name[:40]}' has no Karras schedule.")
-        if choice is None:
-            known = ", ".join(c.label for c in schedulers.choices(family) if not c.karras)
-            raise ValueError(f"Unknown sampler '{name[:40]}'. Known: {known}.")
-        return choice
+        return sampler_of(data, self.spec(self._model(data)).family)

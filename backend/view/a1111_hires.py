@@ -43,7 +43,10 @@ def second_pass_problems(
         if text and text != (data.get(first_field) or ""):
             problems[field] = [unlike.format(first_field.replace("_", " "))]
     cfg = data.get("hr_cfg")
-    if cfg is not None and cfg != data.get("cfg_scale", spec.defaults.guidance_scale):
+    first_cfg = data.get("cfg_scale")
+    if cfg is not None and cfg != (
+        spec.defaults.guidance_scale if first_cfg is None else first_cfg
+    ):
         problems["hr_cfg"] = [unlike.format("cfg_scale")]
     return problems
 

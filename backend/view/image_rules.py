@@ -81,8 +81,15 @@ def make_input(
     mask_bytes = None
     if mask is not None:
         try:
+            # The mask goes through the same resize mode as the images, so they stay aligned.
+            fitted = image_input.fit(mask, width, height, resize_mode)
             mask_bytes = image_input.make_mask(
-                mask, width, height, from_alpha=mask_from_alpha, invert=mask_invert, blur=mask_blur
+                fitted,
+                width,
+                height,
+                from_alpha=mask_from_alpha,
+                invert=mask_invert,
+                blur=mask_blur,
             )
         except ImageInputError as error:
             raise ValidationError({mask_field: [str(error)]}) from None
