@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 import pytest
+import requests
 import webuiapi
 from PIL import Image
 
@@ -380,6 +382,13 @@ def cluster_api(base_settings, redis_server, tmp_path_factory):  # noqa: F811
     try:
         cluster.add_worker()
         api = cluster.add_api()
+        # Admission counts the workers' heartbeats: wait until the worker offers places.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            health = requests.get(f"{api.url}/health", timeout=10).json()
+            if [device["status"] for device in health.get("devices", [])] == ["healthy"]:
+                break
+            time.sleep(0.2)
         yield webuiapi.WebUIApi(baseurl=f"{api.url}/sdapi/v1", steps=3)
     finally:
         cluster.stop()
