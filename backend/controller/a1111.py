@@ -17,23 +17,35 @@ from backend.view.a1111 import (
     dump_samplers,
     dump_schedule_types,
     dump_sd_models,
-    dump_txt2img,
 )
+from backend.view.a1111_common import A1111Command
+from backend.view.a1111_img2img import Img2ImgRequestSchema
+from backend.view.a1111_info import dump_images
 
 blueprint = Blueprint("a1111", __name__, url_prefix="/sdapi/v1")
 
 
-@blueprint.post("/txt2img")
-def txt2img() -> Response:
+def _run(command: A1111Command) -> Response:
     """`n_iter` pipeline calls of `batch_size` images, seeds consecutive across all of them."""
     engine = get_engine()
-    command = load_generation(Txt2ImgRequestSchema)
     results = [engine.generate(command.request)]
     for _ in range(command.n_iter - 1):
         # The first call drew the seed if none was given; the next batches continue from it.
         follow_on = replace(command.request, seed=(results[-1].seeds[-1] + 1) % (MAX_SEED + 1))
         results.append(engine.generate(follow_on))
-    return jsonify(dump_txt2img(command, results))
+    return jsonify(dump_images(command, results))
+
+
+@blueprint.post("/txt2img")
+def txt2img() -> Response:
+    """Images from a prompt (and the hires fix, when asked)."""
+    return _run(load_generation(Txt2ImgRequestSchema))
+
+
+@blueprint.post("/img2img")
+def img2img() -> Response:
+    """Images from init images and a prompt; inpainting when a mask is given."""
+    return _run(load_generation(Img2ImgRequestSchema))
 
 
 @blueprint.get("/sd-models")

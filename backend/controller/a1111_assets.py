@@ -7,8 +7,14 @@ from flask import Blueprint, Response, jsonify
 from backend.controller import get_engine
 from backend.controller.request_body import json_object
 from backend.model import embedding_files, vae_files
-from backend.view.a1111 import model_from_title
-from backend.view.a1111_assets import SetOptionsSchema, dump_embeddings, dump_vaes
+from backend.view.a1111_assets import (
+    SetOptionsSchema,
+    dump_embeddings,
+    dump_latent_upscale_modes,
+    dump_upscalers,
+    dump_vaes,
+)
+from backend.view.a1111_common import model_from_title
 
 blueprint = Blueprint("a1111_assets", __name__, url_prefix="/sdapi/v1")
 
@@ -25,6 +31,18 @@ def embeddings() -> Response:
 def sd_vae() -> Response:
     """The VAEs of VAES_DIR."""
     return jsonify(dump_vaes(vae_files.vae_files(get_engine().settings.assets.vaes_dir)))
+
+
+@blueprint.get("/upscalers")
+def upscalers() -> Response:
+    """The hires fix's image upscalers (None, Lanczos, Nearest)."""
+    return jsonify(dump_upscalers())
+
+
+@blueprint.get("/latent-upscale-modes")
+def latent_upscale_modes() -> Response:
+    """The hires fix's latent upscale modes (Latent)."""
+    return jsonify(dump_latent_upscale_modes())
 
 
 @blueprint.post("/options")

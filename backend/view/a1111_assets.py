@@ -71,3 +71,40 @@ def dump_vaes(vaes: list[VaeFile]) -> list[dict[str, Any]]:
     return SdVaeSchema(many=True).dump(
         [{"model_name": vae.model_name, "filename": vae.name} for vae in vaes]
     )
+
+
+class UpscalerSchema(Schema):
+    """An upscaler as AUTOMATIC1111 lists them (`GET /sdapi/v1/upscalers`)."""
+
+    name = fields.String(required=True)
+    model_name = fields.String(required=True, allow_none=True)
+    model_path = fields.String(required=True, allow_none=True)
+    model_url = fields.String(required=True, allow_none=True)
+    scale = fields.Float(required=True)
+
+
+class LatentUpscaleModeSchema(Schema):
+    """A latent upscale mode (`GET /sdapi/v1/latent-upscale-modes`)."""
+
+    name = fields.String(required=True)
+
+
+# The hires fix's upscalers (types.HIRES_UPSCALERS). "None" resizes with Lanczos, as in A1111;
+# the "Latent (...)" variants A1111 has are accepted, and drawn as "Latent".
+UPSCALERS = ("None", "Lanczos", "Nearest")
+LATENT_UPSCALE_MODES = ("Latent",)
+
+
+def dump_upscalers() -> list[dict[str, Any]]:
+    """The image-space upscalers the hires fix takes."""
+    return UpscalerSchema(many=True).dump(
+        [
+            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+            for name in UPSCALERS
+        ]
+    )
+
+
+def dump_latent_upscale_modes() -> list[dict[str, Any]]:
+    """The latent upscale modes the hires fix takes."""
+    return LatentUpscaleModeSchema(many=True).dump([{"name": n} for n in LATENT_UPSCALE_MODES])

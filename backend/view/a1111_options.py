@@ -1,4 +1,5 @@
-"""AUTOMATIC1111's `override_settings` that change a txt2img call: model, clip skip and VAE."""
+"""AUTOMATIC1111's settings that change a generation: `override_settings` (model, clip skip, VAE)
+and the sampler with its schedule type."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields
 
+from backend.model import schedulers
+from backend.model.catalogue import Family
 from backend.view.fields import WholeNumber
 from backend.view.rules import CLIP_SKIP_RANGE, GenerationSchema
+
+# AUTOMATIC1111's "schedule type" (since 1.9); only these two change what our samplers do.
+SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 
 
 class OverrideSettingsSchema(Schema):
@@ -42,3 +48,27 @@ def clip_skip_problems(
     if given[0] is None:
         return {"override_settings": {"CLIP_stop_at_last_layers": [problem]}}
     return {"clip_skip": [problem]}
+
+
+def sampler_of(data: dict[str, Any], family: Family) -> schedulers.SchedulerChoice | None:
+    """The sampler a body asks for (sampler_name, else sampler_index), with its schedule type;
+    ValueError says why it cannot be had."""
+    name = data.get("sampler_name") or data.get("sampler_index")
+    schedule = (data.get("scheduler") or "automatic").lower()
+    if schedule not in SCHEDULE_TYPES:
+        raise ValueError(
+            f"Unknown scheduler '{schedule[:40]}'. Known: {', '.join(SCHEDULE_TYPES)}."
+        )
+    if not name:
+        if schedule == "karras":
+            raise ValueError("scheduler 'karras' needs a sampler_name.")
+        return None
+    choice = schedulers.find(name, family)
+    if choice is not None and schedule == "karras" and not choice.karras:
+        choice = schedulers.find(f"{choice.name}_karras", family)
+        if choice is None:
+            raise ValueError(f"Sampler '{name[:40]}' has no Karras schedule.")
+    if choice is None:
+        known = ", ".join(c.label for c in schedulers.choices(family) if not c.karras)
+        raise ValueError(f"Unknown sampler '{name[:40]}'. Known: {known}.")
+    return choice

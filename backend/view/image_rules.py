@@ -81,8 +81,15 @@ def make_input(
     mask_bytes = None
     if mask is not None:
         try:
+            # The mask goes through the same resize mode as the images, so they stay aligned.
+            fitted = image_input.fit(mask, width, height, resize_mode)
             mask_bytes = image_input.make_mask(
-                mask, width, height, from_alpha=mask_from_alpha, invert=mask_invert, blur=mask_blur
+                fitted,
+                width,
+                height,
+                from_alpha=mask_from_alpha,
+                invert=mask_invert,
+                blur=mask_blur,
             )
         except ImageInputError as error:
             raise ValidationError({mask_field: [str(error)]}) from None
@@ -124,6 +131,13 @@ def hires(
     final_w = max(multiple, final_w // multiple * multiple)
     final_h = max(multiple, final_h // multiple * multiple)
     problems = schema.size_problems(model, final_w, final_h)
+    # The final size is what is drawn and returned: MAX_WIDTH and MAX_HEIGHT bound it too.
+    for side, value, most in (
+        ("width", final_w, schema.limits.max_width),
+        ("height", final_h, schema.limits.max_height),
+    ):
+        if value > most:
+            problems.setdefault(side, []).append(f"{value} is more than the limit of {most}.")
     if problems:
         named: dict[str, list[str]] = {}
         for side, field in zip(("width", "height"), fields, strict=True):

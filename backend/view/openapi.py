@@ -36,6 +36,7 @@ from backend.view.openai import (
     OpenAIModelListSchema,
     OpenAIModelSchema,
 )
+from backend.view.openapi_a1111 import add_img2img_paths
 from backend.view.openapi_assets import add_asset_paths
 
 GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
@@ -294,6 +295,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
     ):
         spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
     add_asset_paths(spec)
+    add_img2img_paths(spec, context, _errors(*_GENERATE_ERRORS))
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
     )

@@ -23,13 +23,22 @@ from bench.fuzz.hostile import (
     wrong_type,
 )
 
+# A 64x64 PNG, for the bodies that need an input image.
+RED_64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAAAUUlEQVR42u3PMQ0AMAgAMJgaROA/yJoKDpLWQXO64rIXxwkI"
+    "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAjs+82EAawe5o/VAAAAAElFTkSuQmCC"
+)
 # A valid, cheap body per request schema (the fuzz server's limits): hostile values go into it.
 BASES: dict[str, dict[str, Any]] = {
     "GenerateRequest": {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 1},
     "OpenAIImageRequest": {"prompt": "a lighthouse", "size": "64x64", "steps": 1},
     "Txt2ImgRequest": {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 1},
     "SetOptions": {"sd_model_checkpoint": "demo"},
-}
+    "Img2ImgRequest": {
+        "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 1,
+        "init_images": [RED_64], "denoising_strength": 0.5,
+    },
+}  # fmt: skip
 # Free text the pipeline reads (MAX_PROMPT_LENGTH 2000 characters at most, to get that far).
 TEXTS = ("prompt", "negative_prompt")
 # Whole bodies that are not a JSON object, or not JSON at all.
