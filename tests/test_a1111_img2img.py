@@ -25,7 +25,6 @@ IMG2IMG = "/sdapi/v1/img2img"
 TXT2IMG = "/sdapi/v1/txt2img"
 # The hires fix's final size is drawn by the model layer's branch (issue 17): until it is
 # merged, the engine answers a hires request at the first pass's size. Remove once merged.
-DRAWS_HIRES = pytest.mark.xfail(reason="the model layer draws the hires fix (issue 17 merge)")
 
 
 def _png(image: Image.Image) -> bytes:
@@ -104,6 +103,7 @@ def test_img2img_simple_performed(client, simple_img2img_request):
     assert info["denoising_strength"] == 0.75
     assert info["sampler_name"] == "Euler a" and info["width"] == 64
     assert "Denoising strength: 0.75" in info["infotexts"][0]
+    assert info["steps_run"] == int(info["steps"] * 0.75) and "inpaint_mode" not in info
 
 
 def test_inpainting_masked_performed(client, simple_img2img_request):
@@ -112,6 +112,8 @@ def test_inpainting_masked_performed(client, simple_img2img_request):
     assert _sizes(answer) == [(64, 64)]
     assert info["extra_generation_params"]["Mask blur"] == 4
     assert "Mask blur: 4" in info["infotexts"][0]
+    # The trained demo's UNet takes 8 latent channels: no inpainting variant, mask blending.
+    assert info["inpaint_mode"] == "mask blending on the base model"
 
 
 def test_inpainting_with_inverted_masked_performed(client, simple_img2img_request):
@@ -141,7 +143,6 @@ def test_txt2img_with_hrfix_performed(client, simple_txt2img_request):
     assert "Hires upscale: 2, Hires upscaler: Latent" in info["infotexts"][0]
 
 
-@DRAWS_HIRES
 def test_txt2img_with_hrfix_is_hr_scale_times_the_size(client, simple_txt2img_request):
     simple_txt2img_request.update(enable_hr=True, denoising_strength=0.5, height=128)
     answer, _ = _post(client, TXT2IMG, simple_txt2img_request)
@@ -360,7 +361,6 @@ def test_webuiapi_hires_txt2img(api):
 
 
 @pytest.mark.slow
-@DRAWS_HIRES
 def test_webuiapi_hires_txt2img_is_twice_the_size(api):
     assert _webuiapi_hires(api).image.size == (128, 128)
 

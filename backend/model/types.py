@@ -14,7 +14,8 @@ MAX_SEED = 2**32 - 1
 
 TASKS = ("txt2img", "img2img", "inpaint")
 HIRES_UPSCALERS = ("latent", "lanczos", "nearest")
-INPAINT_FILLS = ("original", "fill", "latent noise", "latent nothing")  # A1111's 0..3 in order
+# What a masked area starts from (A1111 numbers them 0 fill, 1 original, 2, 3 as here).
+INPAINT_FILLS = ("original", "fill", "latent noise", "latent nothing")
 
 
 @dataclass(frozen=True)
