@@ -8,7 +8,15 @@ from backend.model.service import GenerationService
 
 # Endpoints that start generations: RATE_LIMIT counts calls to these (polls and listings are free).
 GENERATING_ENDPOINTS = frozenset(
-    {"image.generate", "jobs.submit", "openai.generate_images", "a1111.txt2img"}
+    {
+        "image.generate",
+        "image_edit.edit",
+        "jobs.submit",
+        "jobs.submit_edit",
+        "openai.generate_images",
+        "openai_edits.edit_images",
+        "a1111.txt2img",
+    }
 )
 # Endpoints that answer without an API key: load balancers and orchestrators probe them.
 PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"})
@@ -28,6 +36,7 @@ def register_blueprints(app: Flask) -> None:
         a1111_assets,
         health,
         image,
+        image_edit,
         jobs,
         loras,
         metrics,
@@ -39,6 +48,7 @@ def register_blueprints(app: Flask) -> None:
     for module in (
         health,
         image,
+        image_edit,
         jobs,
         models,
         loras,
