@@ -14,7 +14,7 @@ GENERATING_ENDPOINTS = frozenset(
         "jobs.submit",
         "jobs.submit_edit",
         "openai.generate_images",
-        "openai_edits.edit_images",
+        "openai.edit_images",
         "a1111.txt2img",
     }
 )
