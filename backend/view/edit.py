@@ -61,7 +61,7 @@ class EditRequestSchema(GenerateRequestSchema):
         required=True,
         metadata={
             "description": "The image to start from (or a list): base64, or a file in a form.",
-            "type": "string",
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
         },
     )
     mask = ImageData(

@@ -81,7 +81,6 @@ class ExtrasMixin:
         allow_none=True,
         metadata={
             "description": "The SDXL refiner (REFINER_MODEL): its name or true; absent: none.",
-            "type": ["string", "boolean", "null"],
         },
     )
     refiner_switch_at = fields.Float(
