@@ -339,3 +339,14 @@ def test_a_json_edit_with_a_large_base64_image_works(client):
     body = {"prompt": "x", "image": image, "steps": 1, "width": 64, "height": 64}
     response = client.post(URL, data=json.dumps(body), content_type="application/json")
     assert response.status_code == 200, response.get_json()
+
+
+def test_the_worker_picks_the_body_limit_from_the_request_line():
+    from backend.http_worker import StageLimits
+    from backend.uploads import UPLOAD_PATHS
+
+    limits = StageLimits(max_body=65536, max_upload=2**25, upload_paths=UPLOAD_PATHS)
+    for path in ("/image/edit", "/jobs/edit?x=1", "/v1/images/edits", "/sdapi/v1/img2img"):
+        assert limits.body_limit(f"POST {path} HTTP/1.1".encode()) == 2**25, path
+    for line in (b"POST /image/generate HTTP/1.1", b"POST /jobs HTTP/1.1", b"garbage"):
+        assert limits.body_limit(line) == 65536, line
