@@ -43,7 +43,12 @@ def cluster(
     cluster = Cluster(base_settings, redis_server.url, tmp_path_factory.mktemp("cluster"))
     try:
         cluster.add_worker()
-        cluster.add_api()
+        api = cluster.add_api()
+        # Admission counts the workers' heartbeats: wait until the API process sees one ready.
+        deadline = time.monotonic() + 60
+        while requests.get(f"{api.url}/health", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the API never saw the worker ready"
+            time.sleep(0.1)
         yield cluster
     finally:
         cluster.stop()
