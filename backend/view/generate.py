@@ -11,6 +11,7 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_dump,
     post_load,
     validate,
     validates_schema,
@@ -232,6 +233,14 @@ class ParametersSchema(Schema):
     init_image = fields.Dict(allow_none=True, metadata={"description": "The input, summarised."})
     hires = fields.Dict(allow_none=True, metadata={"description": "The hires fix, if any."})
     refiner = fields.Dict(allow_none=True, metadata={"description": "The refiner, if any."})
+
+    @post_dump
+    def _drop_absent(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # A text-to-image result keeps the keys it always had (none of these is a request field).
+        return {k: v for k, v in data.items() if v is not None or k not in _ABSENT_WHEN_NONE}
+
+
+_ABSENT_WHEN_NONE = ("init_image", "hires", "refiner")
 
 
 class GenerateResponseSchema(Schema):
