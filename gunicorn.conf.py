@@ -9,6 +9,7 @@ from typing import Any
 
 from backend.config import ConfigError, load_settings
 from backend.http_worker import BufferingWorker, StageLimits
+from backend.uploads import UPLOAD_PATHS
 
 try:
     _settings = load_settings()
@@ -31,6 +32,8 @@ worker_class = BufferingWorker.configured(
         body_grace=_settings.body_grace_seconds,
         send_timeout=_settings.send_timeout_seconds,
         max_body=_settings.max_content_length,
+        max_upload=_settings.assets.max_upload_length,
+        upload_paths=UPLOAD_PATHS,
     )
 )
 threads = _settings.http_threads

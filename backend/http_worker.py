@@ -3,7 +3,8 @@
 Stock gthread gives a connection a request thread as soon as it sends a byte, so a client that
 sends half a request holds one of the HTTP_THREADS for as long as it likes. Here, as in nginx and
 waitress, the selector loop reads without blocking and hands a connection to a thread only once
-its head, and its body up to MAX_CONTENT_LENGTH, are all buffered. A head slower than
+its head, and its body up to MAX_CONTENT_LENGTH (MAX_UPLOAD_LENGTH on the routes that take images,
+backend/uploads.py), are all buffered. A head slower than
 HEADER_TIMEOUT_SECONDS, or a body under BODY_MIN_BYTES_PER_SECOND once BODY_GRACE_SECONDS are
 over, is closed. TLS and HTTP/2 prior-knowledge connections keep gthread's path: their bytes are
 not plain HTTP/1 until a thread has done the handshake or read the preface.
@@ -45,6 +46,17 @@ class StageLimits:
     body_grace: float = 5.0  # seconds any body gets, whatever its rate
     max_body: int = 65536  # larger declared bodies go to a thread at once (Flask answers 413)
     send_timeout: float = 30.0  # seconds a response write may make no progress
+    max_upload: int = 0  # the body limit of the upload paths (MAX_UPLOAD_LENGTH)
+    upload_paths: frozenset[str] = frozenset()  # exact paths that take images (backend/uploads)
+
+    def body_limit(self, request_line: bytes) -> int:
+        """The body limit of the request `request_line` starts: max_upload on upload paths."""
+        parts = request_line.split(b" ")
+        if len(parts) == 3 and self.upload_paths:
+            path = parts[1].split(b"?", 1)[0].decode("latin-1")
+            if path in self.upload_paths:
+                return max(self.max_body, self.max_upload)
+        return self.max_body
 
 
 def _framing(head: bytes) -> tuple[int | None, bool]:
@@ -85,6 +97,7 @@ class StagedConn(TConn):
         """Start buffering the next request (lingering: discard reads until the client's FIN)."""
         self.staged, self.scanned, self.head_end, self.head_at = bytearray(data), 0, -1, 0.0
         self.body_length: int | None = 0
+        self.body_limit = 0  # set from the request line once the head is in
         self.chunk_pos, self.decoded, self.in_trailers = 0, 0, False
         self.deadline, self.lingering = deadline, lingering
 
@@ -252,14 +265,16 @@ class BufferingWorker(ThreadWorker):
                 return
             conn.head_end, conn.head_at = match.end(), time.monotonic()
             conn.chunk_pos = conn.head_end
-            conn.body_length, expect = _framing(bytes(buf[: match.start()]))
-            if conn.body_length is not None and not 0 <= conn.body_length <= limits.max_body:
+            head = bytes(buf[: match.start()])
+            conn.body_length, expect = _framing(head)
+            conn.body_limit = limits.body_limit(head.lstrip(b"\r\n").split(b"\r\n", 1)[0])
+            if conn.body_length is not None and not 0 <= conn.body_length <= conn.body_limit:
                 self._hand_over(conn, complete=False)  # the parser's 400, or Flask's 413
                 return
         received = len(buf) - conn.head_end
-        length = conn.body_length
-        done = conn.chunked_end(limits.max_body) if length is None else received >= length
-        if done is not False or received > limits.max_body + _RECV_SIZE:
+        length, limit = conn.body_length, conn.body_limit
+        done = conn.chunked_end(limit) if length is None else received >= length
+        if done is not False or received > limit + _RECV_SIZE:
             self._hand_over(conn, complete=bool(done))
             return
         if expect:

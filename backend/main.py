@@ -19,6 +19,7 @@ from backend.controller.json_input import StrictJSONProvider
 from backend.controller.request_id import init_request_ids
 from backend.controller.request_log import init_request_log
 from backend.controller.response_headers import init_response_headers
+from backend.controller.uploads import init_upload_limits
 from backend.model.service import GenerationService
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     init_request_ids(app)
     init_response_headers(app)
     init_access(app, settings)  # before the routes' own hooks: they read g.client_id
+    init_upload_limits(app, settings.assets.max_upload_length)
     register_error_handlers(app)
     register_blueprints(app)
     _check_threads(settings)

@@ -23,7 +23,8 @@ from backend.view.openapi import build_spec
 # Small limits keep each generated request to a few milliseconds of demo pipeline.
 FUZZ_LIMITS = {"MAX_WIDTH": 128, "MAX_HEIGHT": 128, "MAX_STEPS": 2, "MAX_IMAGES": 2}
 GENERATION_PATHS = ["/image/generate", "/generate", "/generate-image", "/v1/images/generations",
-                    "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/jobs"]  # fmt: skip
+                    "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/jobs", "/image/edit", "/jobs/edit",
+                    "/v1/images/edits"]  # fmt: skip
 # The fuzzer submits jobs faster than the demo draws them; a full queue's 503 (which
 # schemathesis counts as a server error) is tested in test_serving.py instead.
 FUZZ_SERVING = {"MAX_QUEUE_SIZE": 100_000}

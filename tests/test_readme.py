@@ -44,6 +44,7 @@ LINKED_FROM_README = [
     "docs/prompts.md",
     "docs/loras.md",
     "docs/assets.md",
+    "docs/images-in.md",
 ]
 README_MAX_LINES = 150
 

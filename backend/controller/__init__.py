@@ -8,7 +8,16 @@ from backend.model.service import GenerationService
 
 # Endpoints that start generations: RATE_LIMIT counts calls to these (polls and listings are free).
 GENERATING_ENDPOINTS = frozenset(
-    {"image.generate", "jobs.submit", "openai.generate_images", "a1111.txt2img"}
+    {
+        "image.generate",
+        "image_edit.edit",
+        "jobs.submit",
+        "jobs.submit_edit",
+        "openai.generate_images",
+        "openai.edit_images",
+        "a1111.txt2img",
+        "a1111.img2img",
+    }
 )
 # Endpoints that answer without an API key: load balancers and orchestrators probe them.
 PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"})
@@ -28,6 +37,7 @@ def register_blueprints(app: Flask) -> None:
         a1111_assets,
         health,
         image,
+        image_edit,
         jobs,
         loras,
         metrics,
@@ -39,6 +49,7 @@ def register_blueprints(app: Flask) -> None:
     for module in (
         health,
         image,
+        image_edit,
         jobs,
         models,
         loras,

@@ -81,9 +81,20 @@ def _http_error(error: HTTPException) -> Response:
         details = {"allowed_methods": error.valid_methods}
     message = error.description or error.name
     if isinstance(error, RequestEntityTooLarge):
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        message = f"The request body is larger than the limit of {limit} bytes."
+        message = _too_large_message()
     return error_response(error.code or 500, message, details, headers)
+
+
+def _too_large_message() -> str:
+    # The limit is per route (MAX_UPLOAD_LENGTH on the upload routes, backend/uploads.py).
+    limit = request.max_content_length or current_app.config["MAX_CONTENT_LENGTH"]
+    length = request.content_length
+    if request.mimetype == "multipart/form-data" and (length is None or length < limit):
+        return (
+            f"The form is too large: more than {request.max_form_parts} parts, or a field "
+            f"larger than {request.max_form_memory_size} bytes."
+        )
+    return f"The request body is larger than the limit of {limit} bytes."
 
 
 # Model-layer errors with a status of their own; every other one means "cannot serve this now"

@@ -9,7 +9,7 @@ from backend.controller.negotiation import wants_json
 from backend.controller.request_body import load_generation
 from backend.model.types import EncodedImage, GenerationResult
 from backend.view.archive import zip_images
-from backend.view.generate import GenerateRequestSchema, dump_result
+from backend.view.generate import GenerateCommand, GenerateRequestSchema, dump_result
 
 blueprint = Blueprint("image", __name__)
 
@@ -21,8 +21,12 @@ GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 @blueprint.post(GENERATE_PATHS[2])
 def generate() -> Response:
     """Generate images from a prompt: image bytes (a ZIP for several), or JSON."""
+    return generation_response(load_generation(GenerateRequestSchema))
+
+
+def generation_response(command: GenerateCommand) -> Response:
+    """Run `command` and answer it: image bytes (a ZIP for several) or JSON, and headers."""
     engine = get_engine()
-    command = load_generation(GenerateRequestSchema)
     result = engine.generate(command.request, command.output)
     media_type = result.images[0].media_type
     if wants_json(command.response_format, media_type, engine.settings.response_format):

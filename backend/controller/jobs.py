@@ -5,10 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, url_for
 
 from backend.controller import get_engine
+from backend.controller.form_body import load_upload
 from backend.controller.image import image_response, result_headers
+from backend.controller.image_edit import EDIT_FILES, EDIT_MANY
 from backend.controller.request_body import load_generation
 from backend.model.errors import JobNotFoundError
-from backend.view.generate import GenerateRequestSchema
+from backend.view.edit import EditRequestSchema
+from backend.view.generate import GenerateCommand, GenerateRequestSchema
 from backend.view.jobs import dump_job
 
 blueprint = Blueprint("jobs", __name__)
@@ -17,8 +20,17 @@ blueprint = Blueprint("jobs", __name__)
 @blueprint.post("/jobs")
 def submit() -> tuple[Response, int]:
     """Queue a generation (same body as /image/generate); 202 with the job and its Location."""
+    return _queue(load_generation(GenerateRequestSchema))
+
+
+@blueprint.post("/jobs/edit")
+def submit_edit() -> tuple[Response, int]:
+    """Queue an edit (same body as /image/edit: JSON or a form); 202 as POST /jobs."""
+    return _queue(load_upload(EditRequestSchema, EDIT_FILES, EDIT_MANY))
+
+
+def _queue(command: GenerateCommand) -> tuple[Response, int]:
     engine = get_engine()
-    command = load_generation(GenerateRequestSchema)
     job = engine.submit_job(command.request, command.output, _owner())
     response = jsonify(dump_job(job, engine.settings.serving.job_ttl_seconds))
     response.headers["Location"] = url_for("jobs.status", job_id=job.id)

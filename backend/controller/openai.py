@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from backend.controller import get_engine
+from backend.controller.form_body import load_upload
 from backend.controller.request_body import load_generation
 from backend.model.errors import ModelNotFoundError
 from backend.view.openai import (
@@ -13,6 +14,7 @@ from backend.view.openai import (
     dump_model,
     dump_model_list,
 )
+from backend.view.openai_edits import OpenAIEditRequestSchema
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -22,6 +24,22 @@ def generate_images() -> Response:
     """OpenAI's `images.generate`: `{"created", "data": [{"b64_json"}]}`."""
     engine = get_engine()
     command = load_generation(OpenAIImageRequestSchema)
+    result = engine.generate(command.request, command.output)
+    return jsonify(dump_images(result, command.output.format))
+
+
+# OpenAI's client sends one image as `image`, a list as `image[]` (other clients: `image[0]`...).
+EDIT_FILES = {
+    "image": ("image", "image[]", *(f"image[{index}]" for index in range(16))),
+    "mask": ("mask",),
+}
+
+
+@blueprint.post("/images/edits")
+def edit_images() -> Response:
+    """OpenAI's `images.edit`: the images redrawn per the prompt, masked areas repainted."""
+    engine = get_engine()
+    command = load_upload(OpenAIEditRequestSchema, EDIT_FILES, ("image",))
     result = engine.generate(command.request, command.output)
     return jsonify(dump_images(result, command.output.format))
 

@@ -11,6 +11,7 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
+    post_dump,
     post_load,
     validate,
     validates_schema,
@@ -20,6 +21,7 @@ from backend.model import schedulers
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 from backend.view import loras as lora_rules
 from backend.view.fields import WholeNumber
+from backend.view.hires_fields import ExtrasMixin
 from backend.view.lora_tags import misplaced_tags
 from backend.view.rules import (
     CLIP_SKIP_RANGE,
@@ -49,7 +51,7 @@ def _size_field(description: str) -> WholeNumber:
     return WholeNumber(allow_none=True, metadata={"description": description, "multipleOf": 8})
 
 
-class GenerateRequestSchema(GenerationSchema):
+class GenerateRequestSchema(ExtrasMixin, GenerationSchema):
     """The generate body -> GenerateCommand, with the chosen model's defaults filled in.
 
     Optional fields accept `null` as "use the default", as clients generated from OpenAPI send it.
@@ -140,6 +142,7 @@ class GenerateRequestSchema(GenerationSchema):
             self.bound(name, between(1, limits.max_images))
         self.bound_text("prompt", "negative_prompt")
         self.bound("prompt", validate.Regexp(r"[\s\S]*\S", error="Must not be empty."))
+        self.bound_extras()
 
     @validates_schema
     def _check_combination(self, data: dict[str, Any], **_: Any) -> None:
@@ -187,6 +190,7 @@ class GenerateRequestSchema(GenerationSchema):
             vae=self.vae_choice(data.get("model"), data.get("vae")),
             loras=lora_rules.choices(data.get("loras")),
         )
+        request = self.with_extras(data, request)  # the hires fix and the refiner
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")
         )
@@ -226,6 +230,17 @@ class ParametersSchema(Schema):
     loras = fields.List(fields.Dict(), metadata={"description": "[{name, weight}] applied"})
     clip_skip = fields.Integer(allow_none=True)
     vae = fields.String(allow_none=True)
+    init_image = fields.Dict(allow_none=True, metadata={"description": "The input, summarised."})
+    hires = fields.Dict(allow_none=True, metadata={"description": "The hires fix, if any."})
+    refiner = fields.Dict(allow_none=True, metadata={"description": "The refiner, if any."})
+
+    @post_dump
+    def _drop_absent(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # A text-to-image result keeps the keys it always had (none of these is a request field).
+        return {k: v for k, v in data.items() if v is not None or k not in _ABSENT_WHEN_NONE}
+
+
+_ABSENT_WHEN_NONE = ("init_image", "hires", "refiner")
 
 
 class GenerateResponseSchema(Schema):

@@ -38,6 +38,7 @@ from backend.view.openai import (
 )
 from backend.view.openapi_a1111 import add_img2img_paths
 from backend.view.openapi_assets import add_asset_paths
+from backend.view.openapi_images import add_image_paths
 
 GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -122,7 +123,7 @@ def _post(summary: str, request: str, responses: dict, tag: str) -> dict[str, An
     }
 
 
-def _add_jobs(spec: APISpec, image_content: dict[str, Any]) -> None:
+def _add_jobs(spec: APISpec, image_content: dict[str, Any]) -> dict[str, Any]:
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     job = {"description": "The job", **_json(JobSchema)}
     submit = _post(
@@ -170,6 +171,7 @@ def _add_jobs(spec: APISpec, image_content: dict[str, Any]) -> None:
     ):
         responses = {"200": image, **_errors(401, 404, 409, 410)}
         spec.path(path=path, operations={"get": _operation(summary, "jobs", responses, parameters)})
+    return submit["post"]["responses"]
 
 
 def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str, Any]:
@@ -233,7 +235,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         path="/models", operations=_get("Models this server knows", ModelListSchema, "models")
     )
     spec.path(path="/loras", operations=_get("LoRAs in LORAS_DIR", LoraListSchema, "models"))
-    _add_jobs(spec, generate_ok["content"])
+    job_responses = _add_jobs(spec, generate_ok["content"])
     text = {"text/plain": {"schema": {"type": "string"}}}
     metrics = {"description": "Prometheus text format", "content": text}
     spec.path(
@@ -296,6 +298,13 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
     add_asset_paths(spec)
     add_img2img_paths(spec, context, _errors(*_GENERATE_ERRORS))
+    generate_responses = {"200": generate_ok, **_errors(*_GENERATE_ERRORS)}
+    openai_responses = {
+        "200": {"description": "OpenAI's images response", **_json(OpenAIImagesResponseSchema)},
+        **_errors(*_GENERATE_ERRORS, **openai_errors),
+    }
+    kinds = {"generate": generate_responses, "job": job_responses, "openai": openai_responses}
+    add_image_paths(spec, limits, catalog, kinds)
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "One of API_KEYS"}
     )
