@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from backend.distributed.job_state import job_record, new_record
 from backend.main import create_app
 from backend.model.demo import save_demo_model
-from backend.model.errors import ImageTaskError
+from backend.model.errors import ImageTaskError, ModelNotFoundError
 from backend.model.job_record import JobStatus
 from backend.model.task_pipelines import BLENDED, DEDICATED
 from backend.model.task_steps import planned_steps
@@ -256,6 +256,13 @@ def test_the_refiner_ensemble_runs(engine):
     seen, images, _ = steps_seen(engine, req)
     assert images[0].shape == (128, 128, 3)
     assert seen[-1][0] == seen[-1][1] == 4  # base and refiner share one schedule
+
+
+def test_the_refiner_is_not_offered_as_a_model(engine):
+    available = engine.catalog.available()
+    assert "demo-sdxl" in available and "demo-sdxl-refiner" not in available
+    with pytest.raises(ModelNotFoundError):
+        engine.catalog.resolve("demo-sdxl-refiner")
 
 
 def test_the_refiner_refuses_non_sdxl_models(engine):

@@ -15,7 +15,7 @@ from pathlib import Path
 from backend.model import single_file
 from backend.model.catalogue import ModelName, ModelSpec
 from backend.model.errors import ModelNotFoundError
-from backend.model.registry import resolve_model
+from backend.model.registry import is_refiner_folder, resolve_model
 
 # What a request may call a model: a plain folder name, never a path.
 _REQUEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -99,6 +99,8 @@ class ModelCatalog:
         if not _REQUEST_NAME.fullmatch(name) or ".." in name:
             return False
         path: Path | None = self.models_dir / name
+        if is_refiner_folder(path):  # used as `refiner`, never drawn from alone
+            return False
         if not (path / "model_index.json").is_file():  # then a single-file checkpoint, or none
             path = single_file.checkpoint_path(name, self.models_dir)
         try:

@@ -17,10 +17,10 @@ from typing import Any
 from backend.model.catalogue import Family
 from backend.model.errors import ImageTaskError, ModelUnavailableError
 from backend.model.image_tasks import per_image
+from backend.model.registry import REFINER_CLASS, is_refiner_folder
 
 log = logging.getLogger(__name__)
 
-REFINER_CLASS = "StableDiffusionXLImg2ImgPipeline"
 _SHARED = ("text_encoder_2", "vae")
 
 
@@ -30,11 +30,7 @@ def refiner_pipeline(model: Any, name: str, models_dir: Path) -> Any:
     if name in refiners:
         return refiners[name]
     folder = models_dir / name
-    try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        index = None
-    if not isinstance(index, dict) or index.get("_class_name") != REFINER_CLASS:
+    if not is_refiner_folder(folder):
         raise ModelUnavailableError(
             f"The refiner '{name}' is not an SDXL refiner folder (model_index.json of a "
             f"{REFINER_CLASS}) in MODELS_DIR; check REFINER_MODEL."

@@ -158,6 +158,17 @@ def _read_index(path: Path) -> dict | None:
     return index if isinstance(index, dict) else None
 
 
+# The SDXL refiner's pipeline: it only finishes what a base model began (`refiner`), so its
+# folder is not a model requests may name.
+REFINER_CLASS = "StableDiffusionXLImg2ImgPipeline"
+
+
+def is_refiner_folder(path: Path) -> bool:
+    """Whether `path` holds an SDXL refiner (model_index.json of a REFINER_CLASS)."""
+    index = _read_index(path)
+    return index is not None and index.get("_class_name") == REFINER_CLASS
+
+
 def _family_from_index(path: Path) -> Family | None:
     index = _read_index(path)
     return PIPELINE_FAMILIES.get(str(index.get("_class_name"))) if index else None
