@@ -71,6 +71,8 @@ def test_multipart_img2img_answers_like_generate(client):
     assert png_size(response.data) == (96, 64)  # the image's own size by default
     assert response.headers["X-Seed"] == "7"
     assert {"X-Seeds", "X-Model", "X-Generation-Time"} <= set(response.headers.keys())
+    assert response.headers["X-Task"] == "img2img"
+    assert response.headers["X-Steps-Run"] == "2"  # int(4 * 0.6)
 
 
 def test_json_with_a_data_url_and_a_mask_answers_json_without_the_bytes(client):
@@ -102,6 +104,10 @@ def test_json_with_a_data_url_and_a_mask_answers_json_without_the_bytes(client):
         "full_res": False,
     }
     assert len(response.data) < 4 * len(body["image"]) + 4096  # no input image in it
+    # The trained demo's UNet takes 8 latent channels: no inpainting variant, mask blending.
+    info = body["info"]
+    assert info["task"] == "inpaint" and info["inpaint_mode"] == "mask blending on the base model"
+    assert info["steps_run"] == int(body["parameters"]["steps"] * 0.5)
 
 
 def test_form_fields_are_typed_by_the_schema(client):

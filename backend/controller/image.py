@@ -56,7 +56,12 @@ def image_response(image: EncodedImage) -> Response:
 
 def result_headers(result: GenerationResult) -> dict[str, str]:
     """Headers that say how a result was made."""
+    # How it was drawn, for clients that take the bytes (the JSON says it in `info`).
+    drawn = {
+        f"X-{key.replace('_', '-').title()}": str(value) for key, value in result.notes.items()
+    }
     return {
+        **drawn,
         "X-Seed": str(result.seed),
         "X-Seeds": ",".join(map(str, result.seeds)),
         "X-Model": result.model,

@@ -255,6 +255,13 @@ class GenerateResponseSchema(Schema):
     model = fields.String(required=True)
     media_type = fields.String(required=True, metadata={"description": "e.g. image/png"})
     parameters = fields.Nested(ParametersSchema, required=True)
+    info = fields.Dict(
+        keys=fields.String(),
+        metadata={
+            "description": "How the images were drawn: task (txt2img, img2img, inpaint), "
+            "steps_run (img2img, inpainting, hires fix) and inpaint_mode (inpainting)."
+        },
+    )
     generation_time = fields.Float(
         required=True, metadata={"description": "Seconds the pipeline ran."}
     )
@@ -277,6 +284,7 @@ def dump_result(result: GenerationResult) -> dict[str, Any]:
             "model": result.model,
             "media_type": result.images[0].media_type,
             "parameters": result.parameters(),
+            "info": result.notes,
             "generation_time": round(result.generation_seconds, 3),
             "message": "Image generated successfully",
             "image_data": images[0],
