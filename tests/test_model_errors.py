@@ -24,6 +24,7 @@ EVERY_KIND = [
     errors.JobNotFinishedError("not yet"),
     errors.GenerationFailedError("failed"),
     errors.LoraError("LoRA 'x' is not in LORAS_DIR on this worker"),
+    errors.ImageTaskError("the refiner works with SDXL models"),
 ]
 
 

@@ -64,13 +64,13 @@ def test_folder_with_no_weights_at_all(make_app, demo_copy):
 
 
 def test_folder_of_another_kind_of_pipeline(make_app, demo_copy):
-    folder = demo_copy("inpaint")
+    folder = demo_copy("upscaler")
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text())
-    index["_class_name"] = "StableDiffusionInpaintPipeline"
+    index["_class_name"] = "StableDiffusionUpscalePipeline"
     index_path.write_text(json.dumps(index))
     message = failure(make_app(DEFAULT_MODEL=str(folder)))
-    assert "StableDiffusionInpaintPipeline" in message
+    assert "StableDiffusionUpscalePipeline" in message
 
 
 def test_corrupt_weights_fail_cleanly_without_internals(make_app, demo_copy, caplog):

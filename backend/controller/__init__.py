@@ -46,6 +46,8 @@ def register_blueprints(app: Flask) -> None:
         openapi,
     )
 
+    # Before the rules that use it are added.
+    app.url_map.converters["job_id"] = jobs.JobIdConverter
     for module in (
         health,
         image,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, url_for
+from werkzeug.routing import BaseConverter
 
 from backend.controller import get_engine
 from backend.controller.form_body import load_upload
@@ -15,6 +16,13 @@ from backend.view.generate import GenerateCommand, GenerateRequestSchema
 from backend.view.jobs import dump_job
 
 blueprint = Blueprint("jobs", __name__)
+
+
+class JobIdConverter(BaseConverter):
+    """A job id: any path segment but `edit`, which belongs to POST /jobs/edit alone (so that
+    path's 405 answers list POST, not the GET and DELETE of a job named "edit")."""
+
+    regex = r"(?!edit$)[^/]+"
 
 
 @blueprint.post("/jobs")
@@ -37,15 +45,15 @@ def _queue(command: GenerateCommand) -> tuple[Response, int]:
     return response, 202
 
 
-@blueprint.get("/jobs/<job_id>")
+@blueprint.get("/jobs/<job_id:job_id>")
 def status(job_id: str) -> Response:
     """The job's status, progress, queue position, timing and error."""
     engine = get_engine()
     return jsonify(dump_job(engine.job(job_id, _owner()), engine.settings.serving.job_ttl_seconds))
 
 
-@blueprint.get("/jobs/<job_id>/image")
-@blueprint.get("/jobs/<job_id>/images/<int:index>")
+@blueprint.get("/jobs/<job_id:job_id>/image")
+@blueprint.get("/jobs/<job_id:job_id>/images/<int:index>")
 def image(job_id: str, index: int = 0) -> Response:
     """One image of a job that succeeded (the first by default)."""
     result = get_engine().job_result(job_id, _owner())
@@ -58,7 +66,7 @@ def image(job_id: str, index: int = 0) -> Response:
     return response
 
 
-@blueprint.delete("/jobs/<job_id>")
+@blueprint.delete("/jobs/<job_id:job_id>")
 def cancel(job_id: str) -> Response:
     """Cancel a queued or running job; a finished one is deleted with its images."""
     engine = get_engine()

@@ -38,6 +38,12 @@ BASES: dict[str, dict[str, Any]] = {
         "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 1,
         "init_images": [RED_64], "denoising_strength": 0.5,
     },
+    "EditRequest": {
+        "prompt": "a lighthouse", "steps": 2, "image": RED_64, "strength": 0.5,
+    },
+    "OpenAIEditRequest": {
+        "prompt": "a lighthouse", "size": "64x64", "steps": 2, "image": RED_64, "strength": 0.5,
+    },
 }  # fmt: skip
 # Free text the pipeline reads (MAX_PROMPT_LENGTH 2000 characters at most, to get that far).
 TEXTS = ("prompt", "negative_prompt")

@@ -17,11 +17,11 @@ from bench.fuzz.server import API_KEY
 
 SOURCE = "schemathesis"
 # Endpoints whose schema cannot express every rule (an alias contradicting its twin, the pixel
-# limit, batch_size x n_iter, a model name that does not exist): valid-by-schema bodies may get
-# 400 or 404 there by design.
+# limit, batch_size x n_iter, a model name that does not exist, an image that does not decode):
+# valid-by-schema bodies may get 400 or 404 there by design.
 GENERATING = (
     "image/generate|generate|generate-image|jobs|v1/images/generations|sdapi/v1/txt2img"
-    "|sdapi/v1/img2img"
+    "|sdapi/v1/img2img|image/edit|jobs/edit|v1/images/edits"
 )
 # Job paths answer valid requests 409 (no images yet) or 410 (deleted) by design, too. (These
 # per-operation settings reach every phase; `enabled = false` would not: --checks all wins.)
