@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -37,7 +38,7 @@ def init_request_log(app: Flask, metrics: HttpMetrics, log_prompts: bool) -> Non
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         # The rule's template, not the path: job ids and model names must not explode the
         # metrics' label sets.
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        route = _template(request.url_rule.rule) if request.url_rule else "unmatched"
         metrics.requests.labels(route, request.method, str(response.status_code)).inc()
         metrics.request_seconds.labels(route).observe(seconds)
         rejection = _REJECTIONS.get(response.status_code) or g.get("rejection")
@@ -45,6 +46,15 @@ def init_request_log(app: Flask, metrics: HttpMetrics, log_prompts: bool) -> Non
             metrics.rejections.labels(rejection).inc()
         log.info(json.dumps(_fields(response, route, seconds, log_prompts)))
         return response
+
+
+# `<job_id:job_id>`: a converter named after its variable adds nothing to the template.
+_NAMED_CONVERTER = re.compile(r"<(\w+):\1>")
+
+
+def _template(rule: str) -> str:
+    """The route as it is labelled: `/jobs/<job_id>`, whatever converter its id has."""
+    return _NAMED_CONVERTER.sub(r"<\1>", rule)
 
 
 def _fields(response: Response, route: str, seconds: float, log_prompts: bool) -> dict[str, Any]:
