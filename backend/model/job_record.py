@@ -31,6 +31,18 @@ class JobStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class JobPreview:
+    """A live preview of a running job: a small picture of its latents at `step`."""
+
+    step: int
+    total_steps: int
+    data: bytes  # an encoded image (PNG or JPEG), a few KB
+    media_type: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """Everything needed to show a job, as plain values."""
 
@@ -53,6 +65,8 @@ class JobRecord:
     error: ModelLayerError | None = None
     scheduler: str | None = None  # the scheduler that ran (our name), once it ran
     sampler: str | None = None  # the same, as AUTOMATIC1111 labels it
+    preview_step: int | None = None  # the step of the latest live preview (`job_preview`)
+    interrupted: bool = False  # stopped early on request; its images are what the steps made
 
     @property
     def deadline_at(self) -> float | None:

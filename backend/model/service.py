@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from backend.config import Settings
 from backend.model.catalogue import ModelSpec
-from backend.model.job_record import JobRecord
+from backend.model.job_record import JobPreview, JobRecord
 from backend.model.model_catalog import ModelCatalog
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
 
@@ -83,6 +83,16 @@ class ModelInfo:
         return bool(self.loaded_on)
 
 
+@dataclass(frozen=True)
+class CurrentWork:
+    """What one caller (an API key, or everyone without keys) has on the devices now, for
+    AUTOMATIC1111's /sdapi/v1/progress: synchronous requests and jobs alike."""
+
+    job: JobRecord | None  # the running one (else the next queued); None when idle
+    job_count: int  # its generations queued or running
+    preview: JobPreview | None = None  # the latest live preview of `job`, if it has one
+
+
 class GenerationService(Protocol):
     """What the controllers may ask of the model layer, in either queue mode."""
 
@@ -96,9 +106,13 @@ class GenerationService(Protocol):
         """Refuse new work, finish what was accepted (within `timeout`)."""
 
     def generate(
-        self, request: GenerationRequest, output: OutputOptions | None = None
+        self,
+        request: GenerationRequest,
+        output: OutputOptions | None = None,
+        owner: str | None = None,
     ) -> GenerationResult:
-        """Run one generation within REQUEST_TIMEOUT_SECONDS and return its encoded images."""
+        """Run one generation within REQUEST_TIMEOUT_SECONDS and return its encoded images;
+        `owner` lets `current_work` and `interrupt` find it while it runs."""
 
     def submit_job(
         self,
@@ -116,6 +130,16 @@ class GenerationService(Protocol):
 
     def job_result(self, job_id: str, owner: str | None = None) -> GenerationResult:
         """The encoded images of a job that succeeded."""
+
+    def job_preview(self, job_id: str, owner: str | None = None) -> JobPreview | None:
+        """The latest live preview of a kept job (None before the first, or without previews)."""
+
+    def current_work(self, owner: str | None = None) -> CurrentWork:
+        """The caller's generation on the devices now (every caller's, when `owner` is None)."""
+
+    def interrupt(self, owner: str | None = None, skip: bool = False) -> int:
+        """Stop the caller's running generations early, keeping the images their steps made
+        (`skip`: AUTOMATIC1111's skip, reported as such); returns how many were stopped."""
 
     def switch_default(self, name: str) -> ModelSpec:
         """Serve `name` to requests that name no model; NotImplementedError where it cannot."""

@@ -97,6 +97,9 @@ class GenerationRequest:
     init_image: ImageInput | None = None  # img2img / inpainting; None: text to image
     hires: HiresOptions | None = None  # txt2img only
     refiner: RefinerOptions | None = None  # SDXL only
+    # Live previews: a small image of the latents every N steps (0: none). It changes nothing
+    # in the images drawn, so it is not a parameter and does not split batches.
+    preview_every: int = 0
 
     @property
     def task(self) -> str:
@@ -144,6 +147,7 @@ class GenerationRequest:
         """The parameters that describe this request, the input images summarised."""
         values = asdict(replace(self, init_image=None))
         values["init_image"] = self.init_image.summary() if self.init_image else None
+        del values["preview_every"]  # how the run is watched, not how the images are drawn
         return values
 
     def seeds(self) -> list[int]:
