@@ -19,8 +19,12 @@ GENERATING_ENDPOINTS = frozenset(
         "a1111.img2img",
     }
 )
-# Endpoints that answer without an API key: load balancers and orchestrators probe them.
-PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"})
+# The browser pages and their files: not API (not in /openapi.json), and public, since they hold
+# nothing private: the page asks for a key and sends it on its own API calls.
+PAGE_ENDPOINTS = frozenset({"pages.index", "pages.docs", "pages.docs_asset", "static"})
+# Endpoints that answer without an API key: load balancers and orchestrators probe them, and the
+# pages.
+PUBLIC_ENDPOINTS = frozenset({"health.ping", "health.health"}) | PAGE_ENDPOINTS
 # Endpoints that change the server's state: with API keys set, only ADMIN_API_KEYS may call them.
 ADMIN_ENDPOINTS = frozenset({"a1111_assets.set_options"})
 
@@ -44,6 +48,7 @@ def register_blueprints(app: Flask) -> None:
         models,
         openai,
         openapi,
+        pages,
     )
 
     # Before the rules that use it are added.
@@ -60,5 +65,6 @@ def register_blueprints(app: Flask) -> None:
         a1111_assets,
         openapi,
         metrics,
+        pages,
     ):
         app.register_blueprint(module.blueprint)
