@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("config").textContent);
 const KEY_STORAGE = "t2i.apiKey";
 const RATIOS = [["1:1", 1, 1], ["4:3", 4, 3], ["3:4", 3, 4], ["3:2", 3, 2], ["2:3", 2, 3], ["16:9", 16, 9], ["9:16", 9, 16]];
+const ALIASES = { num_inference_steps: "steps", cfg_scale: "guidance_scale", n: "num_images", denoising_strength: "strength" };
 const FIELDS = ["prompt", "negative_prompt", "model", "width", "height", "steps", "guidance_scale", "scheduler", "num_images"];
 
 let models = [];
@@ -46,14 +47,23 @@ function showApiErrors(status, body) {
     openKeyPanel();
     return showError("api_key", body.error || "An API key is required.");
   }
-  const details = body.details || {};
-  const fields = Object.keys(details).filter((name) => Array.isArray(details[name]) || typeof details[name] === "string");
+  const details = body.details && typeof body.details === "object" ? body.details : {};
+  const fields = Object.keys(details).filter((name) => messagesOf(details[name]).length);
   if (!fields.length) return showError("form", body.error || `The server answered ${status}.`);
   for (const name of fields) {
-    const messages = Array.isArray(details[name]) ? details[name] : [details[name]];
-    const field = { num_inference_steps: "steps", cfg_scale: "guidance_scale", n: "num_images", denoising_strength: "strength" }[name] || name;
-    showError(field, messages.map(String).join(" "));
+    const field = ALIASES[name] || name;
+    showError(field, messagesOf(details[name]).join(" "));
   }
+}
+
+// Error details as sentences: a list of messages, or nested per item ({"0": {"weight": [...]}}).
+function messagesOf(value, prefix = "") {
+  if (typeof value === "string") return [prefix + value];
+  if (Array.isArray(value)) return value.flatMap((item) => messagesOf(item, prefix));
+  if (value && typeof value === "object") {
+    return Object.entries(value).flatMap(([key, item]) => messagesOf(item, `${prefix}${/^\d+$/.test(key) ? `#${Number(key) + 1}` : key}: `));
+  }
+  return [];
 }
 
 // ---- models, sizes, LoRAs -------------------------------------------------------------------
@@ -170,8 +180,9 @@ function checkLocally(state) {
     else if (value % multiple) showError(side, `Must be a multiple of ${multiple}.`);
   }
   const w = Number(state.width), h = Number(state.height);
-  if (w * h > limits.max_pixels && !$("err-width").textContent) {
-    showError("width", `${w}x${h} is ${w * h} pixels, more than the limit of ${limits.max_pixels}.`);
+  if (w * h > limits.max_pixels && !$("err-width").textContent && !$("err-height").textContent) {
+    const message = `${w}x${h} is ${w * h} pixels, more than the limit of ${limits.max_pixels}.`;
+    for (const side of ["width", "height"]) showError(side, message);
   }
   const ranges = { steps: [1, limits.max_steps], num_images: [1, limits.max_images], guidance_scale: [0, 30] };
   for (const [name, [low, high]] of Object.entries(ranges)) {
@@ -232,6 +243,7 @@ async function submit(event) {
 function start(job, state) {
   const controller = new AbortController();
   current = { id: job.id, controller, finished: false, state };
+  $("status").dataset.job = job.id;
   $("generate").disabled = true;
   $("cancel").hidden = false;
   $("preview").hidden = true;
