@@ -83,9 +83,10 @@ FUZZ_SECONDS ?= 120
 fuzz: install-dev  ## FUZZ_SECONDS (120) of schemathesis + hostile requests on gunicorn: no 5xx, all documented
 	$(PY) -m bench.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
-images: install  ## draw the diagrams (docs/diagrams/*.toml) and the demo's prompt grid into .images/
+images: install-dev  ## draw the diagrams (docs/diagrams/*.toml), the demo's prompt grid and the web page's screenshot (needs chromium) into .images/
 	$(PY) docs/diagrams/draw.py docs/diagrams/*.toml --out .images
 	$(PY) -m demo_model.grid --out .images/demo-grid.png
+	@if command -v chromium >/dev/null || [ -n "$$CHROMIUM_PATH" ]; then $(PY) -m bench.page_screenshot --out .images/page.png; else echo "no chromium: .images/page.png not refreshed"; fi
 
 bench-lora: install  ## RSS over 1,000 requests cycling through 10 LoRAs (flat is good)
 	$(PY) -m bench.lora_memory $(LORA_BENCH_ARGS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ServerProcess, launch_server
+from PIL import Image, ImageDraw
 
 from bench.browser import find_chromium, launch
 
@@ -225,7 +226,37 @@ def test_history_restores_the_parameters(tab):
     assert "a green star" in stored
 
 
-def test_phone_width_and_accessibility(browser, server):
+def _png(path: Path, background: str = "blue", circle: str = "red") -> Path:
+    image = Image.new("RGB", (64, 64), background)
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=circle)
+    image.save(path)
+    return path
+
+
+def test_img2img_with_a_painted_mask(tab, server, tmp_path):
+    page = tab.open()
+    page.locator("#init-box summary").click()
+    page.set_input_files("#init-image", str(_png(tmp_path / "start.png")))
+    canvas = page.locator("#mask")
+    expect(canvas).to_be_visible()
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    with page.expect_request("**/jobs/edit") as sent:
+        _generate(page, "a green circle on a blue background", seed=3)
+    assert sent.value.headers["content-type"].startswith("multipart/form-data")
+    expect(page.locator(".result img")).to_have_attribute("src", re.compile("^blob:"))
+    page.locator(".result details summary").click()
+    expect(page.locator(".result dl")).to_contain_text("init_image")
+    job = requests.get(f"{server.url}/jobs/{_job_of(page)}", timeout=10).json()
+    assert job["parameters"]["init_image"]["mask"] is True  # the painted stroke went as a mask
+    assert job["parameters"]["init_image"]["strength"] == 0.75
+
+
+def test_phone_width_and_accessibility(browser, server, tmp_path):
     from axe_playwright_python.sync_playwright import Axe
 
     phone = Tab(browser, server.url, width=390, height=844)
@@ -240,6 +271,8 @@ def test_phone_width_and_accessibility(browser, server):
         assert page.locator("#generate").bounding_box()["width"] > 200
         page.click("#key-toggle")
         page.locator("#init-box summary").click()
+        page.set_input_files("#init-image", str(_png(tmp_path / "start.png")))
+        expect(page.locator("#mask")).to_be_visible()
         results = Axe().run(page)
         assert results.violations_count == 0, results.generate_report()
     finally:

@@ -332,9 +332,9 @@ function resultCard(url, job, index) {
   image.alt = `Generated image ${index + 1} of ${job.images.length}: ${job.parameters.prompt}`;
   const caption = document.createElement("figcaption");
   caption.innerHTML = `<div class="meta"><span class="seed">Seed <b></b></span>
-    <a class="download" download>Download</a>
-    <button type="button" class="ghost small reuse">Reuse this seed</button></div>
-    <details><summary>Parameters</summary><dl></dl></details>`;
+    <a class="download" download>Download</a></div>
+    <div class="meta"><button type="button" class="ghost small reuse">Reuse this seed</button>
+    <details><summary>Parameters</summary><dl></dl></details></div>`;
   caption.querySelector(".seed b").textContent = seed;
   caption.querySelector(".reuse").addEventListener("click", () => useSeed(seed));
   const list = caption.querySelector("dl");
@@ -357,7 +357,6 @@ function resultCard(url, job, index) {
     link.download = `${job.model}-${seed}.${(blob.type.split("/")[1] || "png").replace("jpeg", "jpg")}`;
     image.src = objectUrl;
     await image.decode();
-    if (image.naturalWidth < 256) image.classList.add("pixelated");
     return image;
   }).catch((error) => {
     caption.prepend(Object.assign(document.createElement("p"), { className: "field-error", textContent: `Could not load the image: ${error.message}` }));
