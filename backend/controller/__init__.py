@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
 from backend.model.service import GenerationService
 
@@ -28,6 +28,11 @@ ADMIN_ENDPOINTS = frozenset({"a1111_assets.set_options"})
 def get_engine() -> GenerationService:
     """The model layer of the running app (in-process or remote, per QUEUE_BACKEND)."""
     return current_app.extensions["engine"]
+
+
+def request_owner() -> str | None:
+    """Whose work this request is: its API key's identity (None without API_KEYS)."""
+    return g.get("api_key_id")
 
 
 def register_blueprints(app: Flask) -> None:
