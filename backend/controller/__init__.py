@@ -40,6 +40,7 @@ def register_blueprints(app: Flask) -> None:
     from backend.controller import (
         a1111,
         a1111_assets,
+        a1111_progress,
         health,
         image,
         image_edit,
@@ -63,6 +64,7 @@ def register_blueprints(app: Flask) -> None:
         openai,
         a1111,
         a1111_assets,
+        a1111_progress,
         openapi,
         metrics,
     ):

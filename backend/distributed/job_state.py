@@ -78,6 +78,7 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
         sampler=result.get("sampler"),
         preview_step=state.get("preview_step"),
         interrupted=bool(state.get("interrupted")),
+        skipped=state.get("interrupted") == "skip",
     )
 
 

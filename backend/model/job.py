@@ -94,6 +94,7 @@ class Job:
             sampler=result.sampler if result else None,
             preview_step=self.preview.step if self.preview is not None else None,
             interrupted=self.interrupt_asked,
+            skipped=self.skipped,
         )
 
     @classmethod
@@ -111,7 +112,7 @@ class Job:
         job.status = record.status  # unfinished: as its owner (or a dead one) left it
         job.final_saved = record.status.final
         job.error = record.error
-        job.interrupt_asked = record.interrupted
+        job.interrupt_asked, job.skipped = record.interrupted, record.skipped
         if record.status is JobStatus.SUCCEEDED:
             job.result = GenerationResult(
                 images=images,
