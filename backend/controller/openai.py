@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from backend.controller import get_engine
+from backend.controller import get_engine, request_owner
 from backend.controller.form_body import load_upload
 from backend.controller.request_body import load_generation
 from backend.model.errors import ModelNotFoundError
@@ -24,7 +24,7 @@ def generate_images() -> Response:
     """OpenAI's `images.generate`: `{"created", "data": [{"b64_json"}]}`."""
     engine = get_engine()
     command = load_generation(OpenAIImageRequestSchema)
-    result = engine.generate(command.request, command.output)
+    result = engine.generate(command.request, command.output, request_owner())
     return jsonify(dump_images(result, command.output.format))
 
 
@@ -40,7 +40,7 @@ def edit_images() -> Response:
     """OpenAI's `images.edit`: the images redrawn per the prompt, masked areas repainted."""
     engine = get_engine()
     command = load_upload(OpenAIEditRequestSchema, EDIT_FILES, ("image",))
-    result = engine.generate(command.request, command.output)
+    result = engine.generate(command.request, command.output, request_owner())
     return jsonify(dump_images(result, command.output.format))
 
 
