@@ -189,6 +189,38 @@ def test_cancel_stops_the_job(tab, server):
     assert job["progress"]["step"] < 100
 
 
+def test_the_queue_position_shows_while_another_job_runs(tab, server):
+    page = tab.open()
+    body = {"prompt": "ahead of you", "width": 256, "height": 256, "steps": 100}
+    ahead = requests.post(f"{server.url}/jobs", json=body, timeout=10).json()
+    try:
+        _generate(page, "a red circle on a blue background", seed=1)
+        expect(page.locator("#status")).to_have_text(
+            re.compile(r"^Queued: (next in line|\d+ jobs? ahead)")
+        )
+    finally:
+        requests.delete(f"{server.url}/jobs/{ahead['id']}", timeout=10)
+    expect(page.locator(".result .seed b")).to_have_text("1")
+
+
+def test_live_previews_from_the_event_stream(tab, server):
+    paths = requests.get(f"{server.url}/openapi.json", timeout=10).json()["paths"]
+    if "/jobs/{job_id}/events" not in paths:
+        pytest.skip("this server has no event stream yet: the page polls and shows no previews")
+    page = tab.open()
+    page.check("#previews")
+    with page.expect_request("**/jobs") as sent:
+        _generate(page, "a blue star on a white background", width="128", height="128", steps="40")
+    assert sent.value.post_data_json["preview_every"] == 5  # about eight previews a run
+    preview = page.locator("#preview")
+    expect(preview).to_have_attribute("src", re.compile("^data:image/png;base64,"))
+    expect(preview).to_be_visible()
+    expect(page.locator(".result img")).to_have_attribute("src", re.compile("^blob:"))
+    expect(preview).to_be_hidden()  # the images replace it
+    events = [url for _, url in tab.requests if url.endswith("/events")]
+    assert events, "the page did not follow the job's event stream"
+
+
 def test_a_bad_size_is_shown_next_to_its_field(tab):
     page = tab.open()
     _generate(page, "a square", width="100")
