@@ -8,8 +8,8 @@ import shutil
 
 CHROMIUM_ENV = "CHROMIUM_PATH"  # where chromium is, if not on PATH
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
-# Chromium refuses its sandbox as root in containers; the pages it opens are our own.
-LAUNCH_ARGS = ("--no-sandbox", "--disable-dev-shm-usage")
+# Containers often give /dev/shm only 64 MB: Chromium then writes its shared memory to /tmp.
+LAUNCH_ARGS = ("--disable-dev-shm-usage",)
 
 
 def find_chromium() -> str | None:

@@ -252,6 +252,8 @@ function start(job, state) {
   progress.hidden = false;
   progress.value = 0;
   showJob("queued", job);
+  // On a phone the results are below the form: bring the progress into view.
+  if (matchMedia("(max-width: 800px)").matches) $("status").scrollIntoView({ behavior: "smooth" });
   followJob(api, job.id, (name, data) => onEvent(current, name, data), controller.signal)
     .catch((error) => finish(current, () => showError("form", `Lost the job: ${error.message}`)));
 }
