@@ -350,3 +350,37 @@ def test_docs_calls_an_endpoint_with_the_key(browser, keyed_server):
         assert all(url.startswith(keyed_server.url) for _, url in tab.requests), tab.requests
     finally:
         tab.close()
+
+
+def test_the_event_stream_reader_resumes_with_last_event_id(tab):
+    """The page's SSE client (static/jobs.js), fed a stream split at awkward places that ends
+    before its final event: it must parse every event and reconnect with Last-Event-ID."""
+    page = tab.open()
+    seen = page.evaluate(
+        """async () => {
+        const { followJob } = await import('/static/jobs.js');
+        const chunks = [
+          [': ping\\r\\nretry: 100\\r\\nid: 1\\nevent: queued\\ndata: {"queue_position"',
+           ': 0}\\n\\nid: 5\\nevent: progress\\ndata: {"progress": {"step": 1}}\\n\\n'],
+          ['id: 9\\nevent: succeeded\\ndata: {"images": ["/jobs/x/images/0"]}\\n', '\\n'],
+        ];
+        const asked = [];
+        const api = async (path, options) => {
+          asked.push([path, options.headers['Last-Event-ID'] || null]);
+          const parts = chunks.shift().map((text) => new TextEncoder().encode(text));
+          const pull = (c) => (parts.length ? c.enqueue(parts.shift()) : c.close());
+          const body = new ReadableStream({ pull });
+          return new Response(body, { headers: { 'Content-Type': 'text/event-stream' } });
+        };
+        const events = [];
+        const signal = new AbortController().signal;
+        await followJob(api, 'x', (name, data) => events.push([name, data]), signal);
+        return { asked, events };
+    }"""
+    )
+    assert seen["events"] == [
+        ["queued", {"queue_position": 0}],
+        ["progress", {"progress": {"step": 1}}],
+        ["succeeded", {"images": ["/jobs/x/images/0"]}],
+    ]
+    assert seen["asked"] == [["/jobs/x/events", None], ["/jobs/x/events", "5"]]
