@@ -5,8 +5,9 @@
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const POLL_MS = 300;
 
-// Yields {id, event, data} for each event of a text/event-stream response body.
-export async function* readEvents(response) {
+// Yields {id, event, data} for each event of a text/event-stream response body; `onRetry` gets
+// the server's reconnection delay (its `retry:` field) in milliseconds.
+export async function* readEvents(response, onRetry = () => {}) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -30,6 +31,7 @@ export async function* readEvents(response) {
       if (name === "data") event.data.push(text);
       else if (name === "event") event.event = text;
       else if (name === "id") event.id = text;
+      else if (name === "retry" && /^\d+$/.test(text)) onRetry(Number(text));
     }
   }
 }
@@ -59,7 +61,7 @@ export async function followJob(api, id, onEvent, signal) {
       return pollJob(api, id, onEvent, signal); // no event stream here: poll instead
     }
     try {
-      for await (const event of readEvents(response)) {
+      for await (const event of readEvents(response, (ms) => { retryMs = ms; })) {
         if (event.id) lastId = event.id;
         let data;
         try {
@@ -75,7 +77,6 @@ export async function followJob(api, id, onEvent, signal) {
     }
     // The stream ended before a final event (SSE_MAX_SECONDS, a restart): resume where it was.
     await sleep(retryMs, signal);
-    retryMs = Math.min(retryMs * 2, 5000);
   }
 }
 
