@@ -103,9 +103,7 @@ def test_webuiapi_progress_and_interrupt(cluster: Cluster):
     out: dict = {}
 
     def run() -> None:
-        started = time.monotonic()
         out["result"] = a.txt2img(prompt="a red circle", width=64, height=64, steps=STEPS)
-        out["seconds"] = time.monotonic() - started
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -121,8 +119,8 @@ def test_webuiapi_progress_and_interrupt(cluster: Cluster):
     assert a.get_progress()["state"]["interrupted"] is False
     a.skip()
     thread.join(60)
-    assert out["seconds"] < STEPS * STEP_SECONDS * 0.8
     assert out["result"].image.size == (64, 64)
+    assert out["result"].info["interrupted"] is True and out["result"].info["steps_run"] < STEPS
 
 
 def test_an_interrupted_job_succeeds_with_its_images(cluster: Cluster):
@@ -143,4 +141,4 @@ def test_an_interrupted_job_succeeds_with_its_images(cluster: Cluster):
     assert job["status"] == "succeeded" and job["interrupted"] is True
     image = requests.get(f"{cluster.apis[0].url}{job['images'][0]}", headers=headers, timeout=10)
     assert Image.open(io.BytesIO(image.content)).size == (64, 64)
-    assert job["generation_seconds"] < STEPS * STEP_SECONDS * 0.8
+    assert 2 <= job["progress"]["step"] < STEPS  # where it stopped

@@ -74,12 +74,30 @@ class Previewer:
         tiny = _load(self.folder, latents.device, latents.dtype)
         if tiny is None or tiny.config.latent_channels != latents.shape[1]:
             return None
+        latents = _fit(latents, tiny)
         scaled = latents / tiny.config.scaling_factor  # as the pipeline would decode with it
         shift = getattr(tiny.config, "shift_factor", None)
         if shift:
             scaled = scaled + shift
         images = tiny.decode(scaled.to(tiny.dtype), return_dict=False)[0]
         return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def _fit(latents: Any, tiny: Any) -> Any:
+    """Latents shrunk (averaged) so the tiny VAE draws at most MAX_SIDE pixels a side: the
+    decoder's cost grows with its output's pixels, and a preview shows no more anyway."""
+    import torch
+
+    config = tiny.config
+    scale = config.upsampling_scaling_factor ** (len(config.decoder_block_out_channels) - 1)
+    height, width = latents.shape[-2:]
+    factor = MAX_SIDE / (max(height, width) * scale)
+    if factor >= 1:
+        return latents
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return torch.nn.functional.interpolate(latents.float(), size=size, mode="area").to(
+        latents.dtype
+    )
 
 
 def _load(folder: Path, device: Any, dtype: Any) -> Any:

@@ -31,6 +31,7 @@ class Progress:
         self.on_step = on_step
         self.done = 0  # steps of the passes already run
         self.cut_short = False  # an interrupt ended a pass early: later passes are skipped
+        self.reached = 0  # the last step reported, on the call's one scale
         self.previewer = previewer
         # (control, first image, images, every, size) of the requests that want previews only:
         # a call without any pays one empty loop per step.
@@ -58,6 +59,7 @@ class Progress:
             # diffusers' own count: img2img's strength and the refiner's switch shorten it.
             steps = getattr(pipeline, "num_timesteps", None) or planned
             current, total = self.done + step + 1, self.done + steps + later
+            self.reached = current
             if self.previews and kwargs.get("latents") is not None:
                 self._preview(pipeline, kwargs["latents"], current, total)
             self.on_step(current, total)
