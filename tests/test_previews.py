@@ -14,6 +14,7 @@ from PIL import Image
 
 from backend.model.demo import build_tiny_vae
 from backend.model.latent_preview import Previewer
+from backend.model.latent_rgb import fitted_factors
 from backend.model.types import GenerationRequest
 
 STEP_SECONDS = 0.15
@@ -64,6 +65,11 @@ def test_previews_every_n_steps(make_app):
     assert image.format == "PNG" and last.media_type == "image/png"
     assert image.size == (last.width, last.height) == (64, 64)
     assert last.total_steps == 8
+    # The demo's 8 latent channels have no published factors: fitted once on its own VAE.
+    vae = engine.pipeline().vae
+    weights, bias = fitted_factors(vae, 8)
+    assert weights.shape == (8, 3) and bias.shape == (3,)
+    assert fitted_factors(vae, 8)[0] is weights  # once per VAE
 
 
 def test_no_previews_unless_asked(make_app):

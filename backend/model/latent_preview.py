@@ -2,7 +2,7 @@
 
 The family's tiny VAE (an AutoencoderTiny folder named taesd, taesdxl, taesd3 or taef1 in
 VAES_DIR, else in MODELS_DIR) decodes them when present, loaded once per device and kept;
-otherwise a fixed linear projection (`latent_rgb.py`) does, at the latents' own resolution.
+otherwise a linear projection (`latent_rgb.py`) does, at the latents' own resolution.
 Only requests that ask for previews reach this module: the others cost nothing.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from backend.model.asset_files import read_json
 from backend.model.job_record import JobPreview
-from backend.model.latent_rgb import project, unpack
+from backend.model.latent_rgb import fitted_factors, project, unpack
 from backend.model.registry import TINY_VAE_FOLDERS
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class Previewer:
             rgb = self._decode(pipeline, latents)
             if rgb is None:
                 self.decoder = "linear"
-                rgb = project(latents, self.family)
+                fitted = fitted_factors(getattr(pipeline, "vae", None), latents.shape[1])
+                rgb = project(latents, self.family, fitted)
         return _png(rgb, size, step, total)
 
     def _decode(self, pipeline: Any, latents: Any) -> Any:
