@@ -60,6 +60,7 @@ def test_previews_every_n_steps(make_app):
     steps = [preview.step for preview in previews]
     assert steps and set(steps) <= {2, 4, 6}  # never the last step: the images come anyway
     assert record.preview_step == steps[-1]
+    assert engine.job_preview(record.id) is None  # let go of once the job ended
     last = previews[-1]
     image = Image.open(io.BytesIO(last.data))
     assert image.format == "PNG" and last.media_type == "image/png"

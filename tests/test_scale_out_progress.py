@@ -81,9 +81,10 @@ def test_previews_reach_redis_and_the_job(cluster: Cluster):
         assert engine.job(job_id, owner).preview_step is not None
         with pytest.raises(JobNotFoundError):
             engine.job_preview(job_id, KEY_B)  # another key's job is not there for it
+        assert finished(cluster, job_id)["preview_step"] in (2, 4, 6, 8)
+        assert engine.job_preview(job_id, owner) is None  # deleted from Redis once it ended
     finally:
         engine.stop()
-    assert finished(cluster, job_id)["preview_step"] in (2, 4, 6, 8)
     assert finished(cluster, submit(cluster, KEY_A, steps=2))["preview_step"] is None
 
 
