@@ -98,6 +98,23 @@ def test_an_interrupt_skips_the_hires_pass(server: str):
     assert out["result"].info["steps_run"] < STEPS
 
 
+@pytest.mark.parametrize(("how", "images"), [("interrupt", 1), ("skip", 3)])
+def test_interrupt_ends_the_batches_and_skip_goes_on(server: str, how: str, images: int):
+    api = webuiapi.WebUIApi(baseurl=f"{server}/sdapi/v1")
+    out: dict = {}
+
+    def run() -> None:
+        out["result"] = api.txt2img(prompt="x", width=64, height=64, steps=20, n_iter=3)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: running(api))
+    getattr(api, how)()
+    thread.join(60)
+    # As in AUTOMATIC1111: interrupt stops the request, skip only the batch drawing now.
+    assert len(out["result"].images) == images
+
+
 def test_interrupt_shows_in_the_state_and_the_job(server: str):
     job = requests.post(f"{server}/jobs", json={"prompt": "x", "steps": STEPS}, timeout=10).json()
     url = f"{server}/sdapi/v1/progress"

@@ -117,6 +117,8 @@ def call_pipeline(
         images = draw(call)
     if progress.cut_short:  # the denoising steps that really ran, of every pass
         call.notes.update(interrupted=True, steps_run=progress.reached)
+        if progress.skipped:
+            call.notes["skipped"] = True
     if choice is None:
         base = model.base_scheduler
         choice = schedulers.describe(type(base).__name__, base.config, model.family)

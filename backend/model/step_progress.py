@@ -31,6 +31,7 @@ class Progress:
         self.on_step = on_step
         self.done = 0  # steps of the passes already run
         self.cut_short = False  # an interrupt ended a pass early: later passes are skipped
+        self.skipped = False  # ... and it was AUTOMATIC1111's skip, for each request it stopped
         self.reached = 0  # the last step reported, on the call's one scale
         self.previewer = previewer
         # (control, first image, images, every, size) of the requests that want previews only:
@@ -93,5 +94,6 @@ class Progress:
         wanted = [control for control, stop in zip(self.controls, stops, strict=True) if not stop]
         if all(control.interrupted() for control in wanted):
             self.cut_short = True
+            self.skipped = all(getattr(control, "skipped", False) for control in wanted)
             return True
         return False
