@@ -146,3 +146,42 @@ def test_preview_every_on_the_api(make_app):
     assert generated.status_code == 200
     document = client.get("/openapi.json").json
     assert "preview_every" in document["components"]["schemas"]["GenerateRequest"]["properties"]
+
+
+def test_a_failing_preview_never_fails_the_generation(make_app, tmp_path: Path):
+    # A tiny VAE folder that claims to be one but holds no usable weights: previews fall back to
+    # the projection, and the images come as always.
+    folder = tmp_path / "vaes" / "taesd"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"_class_name": "AutoencoderTiny"}')
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    engine = slow(make_app(VAES_DIR=str(tmp_path / "vaes")), 0.05)
+    record, previews = follow(engine, engine.submit_job(request(preview_every=2)).id)
+    assert record.status.value == "succeeded" and previews
+
+    from backend.model.step_progress import Progress
+
+    class Broken:
+        def preview(self, *_: object) -> None:
+            raise RuntimeError("decoder trouble")
+
+    seen: list = []
+
+    class Control:
+        def progress(self, step: int, total: int) -> None: ...
+        def should_stop(self) -> bool:
+            return False
+
+        def interrupted(self) -> bool:
+            return False
+
+        def take_preview(self, preview: object) -> None:
+            seen.append(preview)
+
+    import torch
+
+    progress = Progress([Control()], lambda *_: None, [request(preview_every=1)], Broken())
+    callback = progress.callback(8)
+    for step in range(3):  # the first failure turns previews off for the call; steps go on
+        callback(None, step, None, {"latents": torch.zeros(1, 8, 8, 8)})
+    assert progress.previews == [] and progress.reached == 3 and seen == []

@@ -8,6 +8,7 @@ when nobody wants its images any more, or every request in it was interrupted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,8 @@ from backend.model.run_control import RunControl
 from backend.model.types import GenerationRequest
 
 StepHook = Callable[[int, int], None]  # (step just finished, total steps)
+
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -79,7 +82,13 @@ class Progress:
             if current % every == 0 and current < total and not control.should_stop():
                 # The final images come anyway: no preview of the last step.
                 sliced = latents[first : first + count]
-                control.take_preview(self.previewer.preview(pipeline, sliced, size, current, total))
+                try:
+                    preview = self.previewer.preview(pipeline, sliced, size, current, total)
+                except Exception:  # a preview is never worth the images: no more of them
+                    log.exception("live preview failed; this call goes on without previews")
+                    self.previews = []
+                    return
+                control.take_preview(preview)
 
     def passed(self, pipeline: Any, planned: int) -> None:
         """A pass of `pipeline` ended: later passes count on from its steps."""
