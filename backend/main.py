@@ -4,6 +4,9 @@ for a development server."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,7 +72,24 @@ def _service(settings: Settings, registry: CollectorRegistry) -> GenerationServi
         return RemoteEngine(settings, registry)
     from backend.model.engine import Engine
 
-    return Engine(settings, registry)
+    engine = Engine(settings, registry)
+    _slow_steps_seam(engine)
+    return engine
+
+
+def _slow_steps_seam(engine: Any) -> None:
+    """Tests make runs of a real server long enough to watch or cancel (as the scale-out
+    worker's seam of the same name does)."""
+    seconds = float(os.environ.get("T2I_TEST_STEP_SECONDS", "0") or 0)
+    if not seconds:
+        return
+
+    def slow_down() -> None:  # the device workers exist once start-up has found the devices
+        engine.wait_until_loaded(600)
+        for worker in engine.workers:
+            worker.step_hook = lambda _step, _total: time.sleep(seconds)
+
+    threading.Thread(target=slow_down, name="test-seam", daemon=True).start()
 
 
 def _check_threads(settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from marshmallow import (
@@ -23,6 +23,7 @@ from backend.model.types import GenerationRequest, GenerationResult, OutputOptio
 from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
 from backend.view.lora_tags import misplaced_tags
+from backend.view.openai_stream import MAX_PARTIAL_IMAGES, preview_every
 from backend.view.rules import (
     MAX_GUIDANCE,
     MIN_SIDE,
@@ -44,6 +45,9 @@ class OpenAIImageCommand:
 
     request: GenerationRequest
     output: OutputOptions
+    stream: bool = False  # answer as Server-Sent Events (openai_stream.py)
+    partial_images: int = 0
+    quality: str = "auto"
 
 
 class OpenAIImageRequestSchema(GenerationSchema):
@@ -89,7 +93,15 @@ class OpenAIImageRequestSchema(GenerationSchema):
     )
     stream = StrictBoolean(
         allow_none=True,
-        validate=validate.Equal(False, error="Streaming is not offered; leave stream false."),
+        metadata={
+            "description": "Answer as Server-Sent Events: image_generation.partial_image "
+            "events, then image_generation.completed (one per image)."
+        },
+    )
+    partial_images = WholeNumber(
+        allow_none=True,
+        validate=between(0, MAX_PARTIAL_IMAGES),
+        metadata={"description": "With stream: live previews sent before the image (0-3)."},
     )
     user = fields.String(allow_none=True)
     # This server's knobs.
@@ -148,7 +160,17 @@ class OpenAIImageRequestSchema(GenerationSchema):
             scheduler=data.get("scheduler"),
         )
         output = OutputOptions(data.get("output_format") or "png", data.get("output_compression"))
-        return OpenAIImageCommand(request, output)
+        if not data.get("stream"):
+            return OpenAIImageCommand(request, output)
+        partial_images = data.get("partial_images") or 0
+        every = preview_every(request.steps, partial_images)
+        return OpenAIImageCommand(
+            replace(request, preview_every=every),
+            output,
+            stream=True,
+            partial_images=partial_images,
+            quality=data.get("quality") or "auto",
+        )
 
     def _model(self, data: dict[str, Any]) -> str | None:
         model = data.get("model")
