@@ -34,7 +34,7 @@ def stream_images(command: OpenAIImageCommand) -> Response:
         raise
     body = _write(engine, job.id, owner, command, client_gone(request.environ))
 
-    def close() -> None:
+    def close() -> None:  # safe to call twice (see event_stream)
         give_back()
         # A finished job is deleted with its images, a running one cancelled.
         with contextlib.suppress(JobNotFoundError, JobGoneError):

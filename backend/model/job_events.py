@@ -9,6 +9,7 @@ the job's state still shows; intermediate queue positions and steps are not repl
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ ROUND = 10_000_000
 QUEUE_SPAN = 1_000_000
 STARTED = QUEUE_SPAN
 FINAL = ROUND - 1
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 class EventName(StrEnum):
@@ -106,9 +108,8 @@ def state_events(job: JobRecord) -> list[JobEvent]:
 
 def parse_event_id(value: str | None) -> int | None:
     """The id a client last saw (its Last-Event-ID), or None when absent or not one of ours."""
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 18:
-        return None
-    return int(value)
+    match = _EVENT_ID.fullmatch(value.strip()) if value is not None else None
+    return int(match[0]) if match else None
 
 
 def follow_job(
