@@ -142,8 +142,8 @@ def follow_job(
         for event in events:
             yield event
             last = event.id
-            if event.final:
-                return
+        if job.status.final:  # told now, or before the client reconnected
+            return
         now = time.monotonic()
         if events:
             last_spoke = now
