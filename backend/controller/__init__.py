@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
 from backend.model.service import GenerationService
 
@@ -30,11 +30,17 @@ def get_engine() -> GenerationService:
     return current_app.extensions["engine"]
 
 
+def request_owner() -> str | None:
+    """Whose work this request is: its API key's identity (None without API_KEYS)."""
+    return g.get("api_key_id")
+
+
 def register_blueprints(app: Flask) -> None:
     """Attach every resource's routes to `app`."""
     from backend.controller import (
         a1111,
         a1111_assets,
+        a1111_progress,
         health,
         image,
         image_edit,
@@ -60,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
         openai,
         a1111,
         a1111_assets,
+        a1111_progress,
         openapi,
         metrics,
     ):

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, jsonify
 
-from backend.controller import get_engine
+from backend.controller import get_engine, request_owner
 from backend.controller.request_body import load_generation
 from backend.model import schedulers
 from backend.model.types import MAX_SEED
@@ -28,11 +28,15 @@ blueprint = Blueprint("a1111", __name__, url_prefix="/sdapi/v1")
 def _run(command: A1111Command) -> Response:
     """`n_iter` pipeline calls of `batch_size` images, seeds consecutive across all of them."""
     engine = get_engine()
-    results = [engine.generate(command.request)]
+    every = engine.settings.serving.a1111_preview_every
+    if every:  # A1111_PREVIEW_EVERY: its clients watch /sdapi/v1/progress, they cannot ask
+        request = replace(command.request, preview_every=min(every, command.request.steps))
+        command = replace(command, request=request)
+    results = [engine.generate(command.request, owner=request_owner())]
     for _ in range(command.n_iter - 1):
         # The first call drew the seed if none was given; the next batches continue from it.
         follow_on = replace(command.request, seed=(results[-1].seeds[-1] + 1) % (MAX_SEED + 1))
-        results.append(engine.generate(follow_on))
+        results.append(engine.generate(follow_on, owner=request_owner()))
     return jsonify(dump_images(command, results))
 
 

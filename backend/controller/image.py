@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from backend.controller import get_engine
+from backend.controller import get_engine, request_owner
 from backend.controller.negotiation import wants_json
 from backend.controller.request_body import load_generation
 from backend.model.types import EncodedImage, GenerationResult
@@ -27,7 +27,7 @@ def generate() -> Response:
 def generation_response(command: GenerateCommand) -> Response:
     """Run `command` and answer it: image bytes (a ZIP for several) or JSON, and headers."""
     engine = get_engine()
-    result = engine.generate(command.request, command.output)
+    result = engine.generate(command.request, command.output, request_owner())
     media_type = result.images[0].media_type
     if wants_json(command.response_format, media_type, engine.settings.response_format):
         response = jsonify(dump_result(result))

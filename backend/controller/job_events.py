@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 
-from backend.controller import get_engine
+from backend.controller import get_engine, request_owner
 from backend.controller.streams import client_gone, event_stream, take_listener
 from backend.model.job_events import JobEvent, StreamTiming, follow_job, parse_event_id
 from backend.view.job_events import HEARTBEAT, format_event, retry_hint
@@ -19,7 +19,7 @@ def events(job_id: str) -> Response:
     """The job's events (queued, started, progress, preview, then succeeded, failed or
     cancelled); with Last-Event-ID (header, or `last_event_id`), only the newer ones."""
     engine = get_engine()
-    owner = g.get("api_key_id")
+    owner = request_owner()
     engine.job(job_id, owner)  # an unknown or gone job is a 404 or 410 before any stream
     last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     settings = engine.settings.streams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from backend.controller import get_engine
+from backend.controller import get_engine, request_owner
 from backend.controller.form_body import load_upload
 from backend.controller.openai_stream import stream_images
 from backend.controller.request_body import load_generation
@@ -28,7 +28,7 @@ def generate_images() -> Response:
     command = load_generation(OpenAIImageRequestSchema)
     if command.stream:
         return stream_images(command)
-    result = engine.generate(command.request, command.output)
+    result = engine.generate(command.request, command.output, request_owner())
     return jsonify(dump_images(result, command.output.format))
 
 
@@ -44,7 +44,7 @@ def edit_images() -> Response:
     """OpenAI's `images.edit`: the images redrawn per the prompt, masked areas repainted."""
     engine = get_engine()
     command = load_upload(OpenAIEditRequestSchema, EDIT_FILES, ("image",))
-    result = engine.generate(command.request, command.output)
+    result = engine.generate(command.request, command.output, request_owner())
     return jsonify(dump_images(result, command.output.format))
 
 

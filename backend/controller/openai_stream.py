@@ -7,9 +7,9 @@ import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 
-from flask import Response, g, request
+from flask import Response, request
 
-from backend.controller import get_engine
+from backend.controller import get_engine, request_owner
 from backend.controller.errors import model_error_status
 from backend.controller.streams import client_gone, event_stream, take_listener
 from backend.model.errors import JobGoneError, JobNotFoundError, ModelLayerError
@@ -24,7 +24,7 @@ def stream_images(command: OpenAIImageCommand) -> Response:
     """Queue the generation as a job (with previews for the partial images) and stream it; the
     job is dropped when the stream closes: finished, or cancelled when the client left."""
     engine = get_engine()
-    owner = g.get("api_key_id")
+    owner = request_owner()
     # OpenAI's clients cannot resume a stream: only the bound on all streams applies.
     give_back = take_listener(f"openai-{secrets.token_hex(8)}")
     try:

@@ -76,6 +76,9 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
         error=ModelLayerError.from_dict(error) if error else None,
         scheduler=result.get("scheduler"),
         sampler=result.get("sampler"),
+        preview_step=state.get("preview_step"),
+        interrupted=bool(state.get("interrupted")),
+        skipped=state.get("interrupted") == "skip",
     )
 
 

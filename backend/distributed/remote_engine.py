@@ -29,6 +29,7 @@ from backend.distributed.redis_connection import (
     redis_problem,
     store_settings,
 )
+from backend.distributed.remote_live import RemoteLive
 from backend.distributed.results import ResultFiles
 from backend.distributed.store import JobStore
 from backend.distributed.worker_status import engine_status, model_infos, worker_metrics
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 1.0  # past a sync deadline, for the worker's own timeout to arrive first
 
 
-class RemoteEngine:
+class RemoteEngine(RemoteLive):
     """Admits work in Redis and hands it to worker processes over Celery."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
@@ -89,11 +90,15 @@ class RemoteEngine:
     # --- work ---
 
     def generate(
-        self, request: GenerationRequest, output: OutputOptions | None = None
+        self,
+        request: GenerationRequest,
+        output: OutputOptions | None = None,
+        owner: str | None = None,
     ) -> GenerationResult:
-        """Run one generation on some worker within REQUEST_TIMEOUT_SECONDS."""
+        """Run one generation on some worker within REQUEST_TIMEOUT_SECONDS; `owner` lets
+        `current_work` and `interrupt` find it."""
         timeout = self.settings.serving.request_timeout_seconds or None
-        record = self._admit(request, output, timeout, None, keep=False)
+        record = self._admit(request, output, timeout, owner, keep=False)
         job_id = record["id"]
         with redis_errors():
             state = self._wait(job_id, timeout)

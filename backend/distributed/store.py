@@ -4,7 +4,8 @@ Celery only carries messages; every atomic step here is one Lua script (lua/*.lu
 trip), and lease and heartbeat times come from Redis' TIME. Keys (P = settings.prefix):
   P:job:<id>      hash: record (the admitted JSON, verbatim), model, keep, status, attempt,
                   released, step, total, seq, batch_size, started_at, finished_at, worker,
-                  error, result (JSON); expires ttl after finishing (a sync job's after 60 s)
+                  error, result (JSON), preview_step, interrupted; expires ttl after
+                  finishing (a sync job's after 60 s)
   P:active        set: ids of admitted, unfinished jobs (the outstanding count)
   P:by_model      hash: model -> its unfinished jobs
   P:seq           counter: admission order
@@ -14,6 +15,8 @@ trip), and lease and heartbeat times come from Redis' TIME. Keys (P = settings.p
   P:gone:<id>     string: why a job is gone; expires 10 x ttl after it went
   P:done:<id>     list: pushed when a job ends or is deleted (wait's BLPOP); expires in 60 s
   P:inline:<id>   list: a sync job's images; expires in 60 s
+  P:preview:<id>  hash: the latest live preview (step, total, media_type, width, height, data);
+                  expires with the job (live_store.py)
   P:workers       zset: worker -> last heartbeat (ms, Redis time)
   P:worker:<wid>  hash: info (JSON), capacity, retry_after, models (JSON); expires 3 x beat
   P:reap_lock     string: the worker that runs due() now (SET NX PX)
@@ -206,9 +209,10 @@ class JobStore:
         or final."""
         return bool(self._run("begin", job_id, worker_id, attempt, batch_size, ago))
 
-    def progress(self, job_id: str, worker_id: str, attempt: int, step: int, total: int) -> bool:
-        """Write step/total (and extend the lease); False: stop, the job is not ours or final."""
-        return bool(self._run("progress", job_id, worker_id, attempt, step, total))
+    def progress(self, job_id: str, worker_id: str, attempt: int, step: int, total: int) -> int:
+        """Write step/total (and extend the lease): 0 (falsy): stop, the job is not ours or
+        final; 1: go on; 2: an interrupt was asked, 3: a skip (see `live_store`)."""
+        return int(self._run("progress", job_id, worker_id, attempt, step, total))
 
     def renew(self, worker_id: str, runs: dict[str, int]) -> list[str]:
         """Extend the leases of this worker's runs (id -> attempt); the ids no longer ours."""

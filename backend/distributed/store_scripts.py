@@ -26,6 +26,8 @@ SCRIPTS = (
     "heartbeat",
     "workers",
     "reap_lock",
+    "preview",
+    "interrupt",
 )
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Short-lived keys: each only has to outlive the request that reads it.
@@ -113,6 +115,8 @@ def decode_state(reply: list[Any] | None) -> dict | None:
         worker=text(fields["worker"]),
         error=None if error is None else json.loads(error),
         result=None if result is None else json.loads(result),
+        preview_step=_number(fields.get("preview_step"), int),
+        interrupted=text(fields.get("interrupted")),  # None, "interrupt" or "skip"
     )
     return state
 

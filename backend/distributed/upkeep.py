@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import redis
 
+from backend.distributed import live_store
 from backend.distributed.worker_node import WorkerNode
 from backend.model.job import Job
 
@@ -95,10 +96,21 @@ class Upkeep:
             if job.started is not None and not run.begun and not node.begin(run):
                 self._stop(job, "no longer ours")
                 continue
-            if run.begun and job.step != run.reported_step and job.alive:
+            if not (run.begun and job.alive):
+                continue
+            preview = job.preview
+            if preview is not None and preview.step != run.reported_preview:
+                run.reported_preview = preview.step
+                live_store.write_preview(node.store, job.id, node.id, run.attempt, preview)
+            if job.step != run.reported_step:
                 run.reported_step = job.step
-                if not node.store.progress(job.id, node.id, run.attempt, job.step, job.total_steps):
+                answer = node.store.progress(
+                    job.id, node.id, run.attempt, job.step, job.total_steps
+                )
+                if not answer:
                     self._stop(job, "cancelled or taken over")
+                elif answer in (live_store.INTERRUPTED, live_store.SKIPPED):
+                    job.interrupt(skip=answer == live_store.SKIPPED)
 
     def renew_leases(self) -> None:
         """Keep this worker's claims alive; stop runs whose job went final or elsewhere."""

@@ -43,6 +43,7 @@ class Run:
     job: Job
     attempt: int
     reported_step: int = -1
+    reported_preview: int = -1  # the step of the latest preview written to Redis
     begun: bool = False
     ours: bool = True  # Redis took the begin (False: the job went final or elsewhere)
     # Held while telling Redis the run began: a fast run's result must not overtake that.

@@ -21,6 +21,7 @@ from backend.config import Settings
 from backend.model import engine_status, host_memory
 from backend.model.catalogue import ModelSpec
 from backend.model.engine_jobs import EngineJobs
+from backend.model.engine_live import EngineLive
 from backend.model.errors import (
     ModelFolderError,
     ModelLayerError,
@@ -67,7 +68,7 @@ def _may_run_on_cpu(settings: Settings) -> bool:
     return any(name in ("cpu", "auto") for name in settings.devices or (settings.device,))
 
 
-class Engine(EngineJobs):
+class Engine(EngineJobs, EngineLive):
     """Serves generations on one worker per device; one engine per app, so per process."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
@@ -86,6 +87,7 @@ class Engine(EngineJobs):
         # Encodes finished async jobs, so the device thread goes straight on to the next batch.
         self._encoder = JobEncoder(settings.embed_metadata)
         self._stopping = threading.Event()
+        self._live_init()
         files = self.jobs.files
         self._recovery = (
             None
@@ -187,10 +189,15 @@ class Engine(EngineJobs):
         return list_models(self.catalog, engine_status.model_holders(self._workers))
 
     def generate(
-        self, request: GenerationRequest, output: OutputOptions | None = None
+        self,
+        request: GenerationRequest,
+        output: OutputOptions | None = None,
+        owner: str | None = None,
     ) -> GenerationResult:
-        """Run one generation (one or more images) within REQUEST_TIMEOUT_SECONDS, encoded."""
-        job = self._submit(request, output, self.settings.serving.request_timeout_seconds)
+        """Run one generation (one or more images) within REQUEST_TIMEOUT_SECONDS, encoded;
+        `owner` lets `current_work` and `interrupt` find it."""
+        timeout = self.settings.serving.request_timeout_seconds
+        job = self._submit(request, output, timeout, owner=owner)
         if not job.wait(job.remaining()):
             # The device may be mid-step: the job's step callback stops it at the next step.
             self._abandon(job)
@@ -219,6 +226,7 @@ class Engine(EngineJobs):
             self.jobs.track(job)
         with self._dispatch:
             self._choose(spec).submit(job)
+        self._watch(job)
         if keep:  # only accepted jobs are kept (and written to disk): refusals stay cheap
             self.jobs.add(job)
         return job
@@ -233,6 +241,7 @@ class Engine(EngineJobs):
             return
         job.on_drawn = self._encoder.drawn
         self.jobs.track(job)
+        self._watch(job)
         while not self._stopping.is_set() and job.alive:  # a client may cancel it meanwhile
             try:
                 with self._dispatch:

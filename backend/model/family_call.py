@@ -20,8 +20,8 @@ def callback_arguments(pipeline: Any, callback: Callable[..., dict]) -> dict[str
     if "callback_on_step_end" in inspect.signature(pipeline.__call__).parameters:
         return {"callback_on_step_end": callback}
 
-    def old_style(step: int, timestep: Any, _latents: Any) -> None:
-        callback(pipeline, step, timestep, {})
+    def old_style(step: int, timestep: Any, latents: Any) -> None:
+        callback(pipeline, step, timestep, {"latents": latents})
 
     return {"callback": old_style, "callback_steps": 1}
 

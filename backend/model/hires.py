@@ -42,7 +42,7 @@ def hires_fix(call: Any) -> list[Any]:
     call.notes["steps_run"] = request.steps + second
     if second == 0 or call.progress.stopped():
         # Nothing to denoise (or nobody wants the images): upscale what the first pass drew.
-        pixels = _decode(call.model.pipeline, first) if latent and second else first
+        pixels = decode_latents(call.model.pipeline, first) if latent and second else first
         return [
             each.resize((hires.width, hires.height), Image.Resampling.LANCZOS) for each in pixels
         ]
@@ -54,7 +54,7 @@ def hires_fix(call: Any) -> list[Any]:
         if image.shape[1] != 4:
             # diffusers' img2img takes latents only with 4 channels (the trained demo has 8):
             # the upscaled latents are decoded, and the second pass encodes them again.
-            image = _decode(call.model.pipeline, image)
+            image = decode_latents(call.model.pipeline, image)
     else:
         resample = getattr(Image.Resampling, _RESAMPLE[hires.upscaler])
         image = [each.resize((hires.width, hires.height), resample) for each in first]
@@ -66,7 +66,7 @@ def hires_fix(call: Any) -> list[Any]:
     )  # fmt: skip
 
 
-def _decode(pipeline: Any, latents: Any) -> list[Any]:
+def decode_latents(pipeline: Any, latents: Any) -> list[Any]:
     """First-pass latents (SD/SDXL layout) as PIL images."""
     vae = pipeline.vae
     scaled = latents.to(vae.dtype) / vae.config.scaling_factor

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from backend.model.catalogue import ModelSpec
 from backend.model.errors import GenerationTimeoutError, ModelLayerError
-from backend.model.job_record import JobRecord, JobStatus
+from backend.model.job_record import JobPreview, JobRecord, JobStatus
 from backend.model.task_steps import planned_steps
 from backend.model.types import EncodedImage, GenerationRequest, GenerationResult, OutputOptions
 
@@ -62,6 +62,9 @@ class Job:
         # Makes the final record (and images) durable; called before the final state is shown.
         self.persist: Callable[[Job, JobRecord, list[EncodedImage]], None] | None = None
         self.final_saved = False  # its final record is on disk: earlier states must not replace it
+        self.preview: JobPreview | None = None  # the latest live preview (preview_every)
+        self.interrupt_asked = False  # stop early, keep the images (A1111's interrupt, skip)
+        self.skipped = False  # ... asked as A1111's skip
         self._lock = threading.Lock()
         self._ending = False  # a final state has been claimed and is being made durable
         self._drawn = threading.Event()  # the worker is done with it, one way or another
@@ -89,6 +92,9 @@ class Job:
             error=self.error,
             scheduler=result.scheduler if result else None,
             sampler=result.sampler if result else None,
+            preview_step=self.preview.step if self.preview is not None else None,
+            interrupted=self.interrupt_asked,
+            skipped=self.skipped,
         )
 
     @classmethod
@@ -106,6 +112,7 @@ class Job:
         job.status = record.status  # unfinished: as its owner (or a dead one) left it
         job.final_saved = record.status.final
         job.error = record.error
+        job.interrupt_asked, job.skipped = record.interrupted, record.skipped
         if record.status is JobStatus.SUCCEEDED:
             job.result = GenerationResult(
                 images=images,
@@ -153,6 +160,24 @@ class Job:
         if self.on_progress is not None:
             self.on_progress(self)
 
+    def interrupted(self) -> bool:
+        """Whether its owner asked to stop early and keep the images (`interrupt`)."""
+        return self.interrupt_asked
+
+    def take_preview(self, preview: JobPreview) -> None:
+        """Keep the latest live preview (the run-control interface)."""
+        if self.alive:
+            self.preview = preview
+
+    def interrupt(self, skip: bool = False) -> bool:
+        """Ask a running job to stop at its next step and keep its images; False if it is not
+        running (queued jobs are left to run, as AUTOMATIC1111 leaves queued requests)."""
+        with self._lock:
+            if self.status is not JobStatus.RUNNING or not self.alive or self.interrupt_asked:
+                return False
+            self.interrupt_asked, self.skipped = True, skip
+        return True
+
     def should_stop(self) -> bool:
         """Whether nobody wants this run's images any more: cancelled, failed, or past its
         deadline (which ends it here)."""
@@ -166,7 +191,8 @@ class Job:
             if self.status is not JobStatus.RUNNING or self._ending:
                 return
             self.raw = raw
-            self.step = self.total_steps
+            if not raw.notes.get("interrupted"):  # an interrupted run keeps the step it reached
+                self.step = self.total_steps
             self.finished = time.monotonic()
         self._drawn.set()
         if self.on_drawn is not None:

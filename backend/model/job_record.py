@@ -67,6 +67,7 @@ class JobRecord:
     sampler: str | None = None  # the same, as AUTOMATIC1111 labels it
     preview_step: int | None = None  # the step of the latest live preview (`job_preview`)
     interrupted: bool = False  # stopped early on request; its images are what the steps made
+    skipped: bool = False  # ... and the request was AUTOMATIC1111's skip
 
     @property
     def deadline_at(self) -> float | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from backend.model.errors import LoraError
 from backend.model.lora_files import LoraFileError, describe, find, list_loras
+from backend.model.tensor_files import load_tensors
 from backend.model.types import LoraChoice
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,6 @@ class LoraAdapters:
         return entry.adapter
 
     def _load(self, path: Path, adapter: str, rank: int, hotswap: bool) -> None:
-        from safetensors.torch import load_file
-
         pipeline = self.pipeline
         if self.hotswap and not getattr(self, "_prepared", False):
             # Before the first adapter: pad every slot to the largest rank the folder holds,
@@ -143,7 +142,7 @@ class LoraAdapters:
             pipeline.enable_lora_hotswap(target_rank=target, check_compiled="ignore")
             self._prepared = True
         try:
-            state = load_file(str(path))  # safetensors only: nothing is unpickled
+            state = load_tensors(path)  # safetensors only: nothing is unpickled
             pipeline.load_lora_weights(state, adapter_name=adapter, hotswap=hotswap)
         except Exception as error:  # a family or layout the pipeline cannot take
             log.warning("LoRA %s could not be loaded: %s", path.name, error)

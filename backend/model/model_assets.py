@@ -22,6 +22,7 @@ from backend.model import asset_files, embedding_files, vae_files
 from backend.model.catalogue import ModelSpec
 from backend.model.errors import ModelUnavailableError
 from backend.model.pipeline_call import LoadedModel
+from backend.model.tensor_files import load_tensors
 from backend.model.types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,7 @@ def load_embeddings(
 
 
 def _load_embedding(pipeline: Any, family: Any, embedding: embedding_files.EmbeddingFile) -> None:
-    from safetensors.torch import load_file
-
-    weights = load_file(str(embedding.path))
+    weights = load_tensors(embedding.path)
     tokenizers = ("tokenizer", "tokenizer_2")
     # SDXL: once per text encoder and its tokenizer, each with its own part of the file.
     for key, encoder, tokenizer in zip(

@@ -16,6 +16,7 @@ from backend.config import MemorySettings
 from backend.model import prompt_plan, schedulers
 from backend.model.catalogue import Family
 from backend.model.family_call import set_vae_tiling
+from backend.model.latent_preview import Previewer
 from backend.model.lora_adapters import LoraAdapters
 from backend.model.prompt_cache import PromptCache, no_negative, uses_guidance
 from backend.model.refiner import refiner_pipeline
@@ -62,6 +63,7 @@ def call_pipeline(
     on_step: StepHook,
     *,
     models_dir: Path | None = None,  # where refiners are found; None: no refiner
+    vaes_dir: Path | None = None,  # where previews look for the family's tiny VAE first
 ) -> list[RawOutput]:
     """One pipeline call for `requests` (compatible by `batch_key`); one output each."""
     import torch
@@ -74,7 +76,7 @@ def call_pipeline(
         for indices in groups:
             outputs = call_pipeline(
                 model, [requests[i] for i in indices], [controls[i] for i in indices], memory,
-                on_step, models_dir=models_dir,
+                on_step, models_dir=models_dir, vaes_dir=vaes_dir,
             )  # fmt: skip
             done.update(zip(indices, outputs, strict=True))
         return [done[index] for index in range(len(requests))]
@@ -107,10 +109,14 @@ def call_pipeline(
         refiner = partial(refiner_pipeline, model, models_dir=models_dir)
     with torch.inference_mode():
         texts, per_prompt = _text_arguments(model, requests, lora_key)
-        call = TaskCall(
-            model, requests, texts, per_prompt, generators, Progress(controls, on_step), refiner
-        )
+        previewer = None
+        if any(each.preview_every > 0 for each in requests):
+            previewer = Previewer(model.family.value, (vaes_dir, models_dir))
+        progress = Progress(controls, on_step, requests, previewer)
+        call = TaskCall(model, requests, texts, per_prompt, generators, progress, refiner)
         images = draw(call)
+    if progress.cut_short:
+        call.notes["interrupted"] = True
     if choice is None:
         base = model.base_scheduler
         choice = schedulers.describe(type(base).__name__, base.config, model.family)

@@ -93,6 +93,10 @@ def refine(call: Any) -> list[Any]:
         num_inference_steps=steps, denoising_end=switch, output_type="latent",
     )  # fmt: skip
     if call.progress.stopped():
+        if call.progress.cut_short:  # interrupted: the base pass's latents are the images
+            from backend.model.hires import decode_latents
+
+            return decode_latents(call.model.pipeline, latents)
         return [None] * len(latents)  # nobody wants these: dropped before anyone sees them
     base = call.model.pipeline.scheduler
     refiner.scheduler = type(base).from_config(base.config)  # the same sampler, its own state

@@ -97,7 +97,7 @@ class ModelResidency:
         with prepared(model, spec, requests, self.settings):  # its embeddings and VAE
             return call_pipeline(
                 model, requests, controls, self.settings.memory, on_step,
-                models_dir=self.settings.models_dir,
+                models_dir=self.settings.models_dir, vaes_dir=self.settings.assets.vaes_dir,
             )  # fmt: skip
 
     def model(self, spec: ModelSpec) -> LoadedModel:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from backend.model.job_record import JobPreview
+
 
 class RunControl(Protocol):
     """One request's say in a running pipeline call."""
@@ -17,3 +19,9 @@ class RunControl(Protocol):
 
     def should_stop(self) -> bool:
         """Whether nobody wants this request's images any more (cancelled, past its deadline)."""
+
+    def interrupted(self) -> bool:
+        """Whether its owner asked to stop early and keep the images the steps made so far."""
+
+    def take_preview(self, preview: JobPreview) -> None:
+        """A live preview of its latents (only for requests with `preview_every`)."""

@@ -2,6 +2,8 @@
 
 The step callback of each pass reports steps on one scale that only grows: the steps of the
 passes already run, plus this pass's, out of a total that counts the passes still to come.
+It also draws the live previews of the requests that ask for them, and ends the call early
+when nobody wants its images any more, or every request in it was interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from backend.model.run_control import RunControl
+from backend.model.types import GenerationRequest
 
 StepHook = Callable[[int, int], None]  # (step just finished, total steps)
 
@@ -17,17 +20,37 @@ StepHook = Callable[[int, int], None]  # (step just finished, total steps)
 class Progress:
     """Progress of one pipeline call's requests, pass after pass."""
 
-    def __init__(self, controls: Sequence[RunControl], on_step: StepHook) -> None:
+    def __init__(
+        self,
+        controls: Sequence[RunControl],
+        on_step: StepHook,
+        requests: Sequence[GenerationRequest] = (),
+        previewer: Any = None,  # latent_preview.Previewer; None: no previews
+    ) -> None:
         self.controls = controls
         self.on_step = on_step
         self.done = 0  # steps of the passes already run
+        self.cut_short = False  # an interrupt ended a pass early: later passes are skipped
+        self.previewer = previewer
+        # (control, first image, images, every, size) of the requests that want previews only:
+        # a call without any pays one empty loop per step.
+        self.previews: list[tuple[RunControl, int, int, int, tuple[int, int]]] = []
+        first = 0
+        for control, request in zip(controls, requests, strict=False):
+            if request.preview_every > 0 and previewer is not None:
+                size = request.output_size
+                self.previews.append(
+                    (control, first, request.num_images, request.preview_every, size)
+                )
+            first += request.num_images
 
     def callback(
         self, planned: int, later: int = 0, on_latents: Callable[..., Any] | None = None
     ) -> Callable[..., dict]:
         """diffusers' step-end callback for a pass of `planned` steps, `later` steps to follow:
-        progress, the caller's hook, deadlines and cancellation; `on_latents(pipeline, step,
-        timestep, latents)` may replace the latents (the call must then pass them in)."""
+        progress, previews, the caller's hook, deadlines, cancels and interrupts;
+        `on_latents(pipeline, step, timestep, latents)` may replace the latents (the call must
+        then pass them in)."""
 
         def callback(pipeline: Any, step: int, timestep: Any, kwargs: dict) -> dict:
             if on_latents is not None:
@@ -35,6 +58,8 @@ class Progress:
             # diffusers' own count: img2img's strength and the refiner's switch shorten it.
             steps = getattr(pipeline, "num_timesteps", None) or planned
             current, total = self.done + step + 1, self.done + steps + later
+            if self.previews and kwargs.get("latents") is not None:
+                self._preview(pipeline, kwargs["latents"], current, total)
             self.on_step(current, total)
             for control in self.controls:
                 control.progress(current, total)
@@ -46,11 +71,25 @@ class Progress:
 
         return callback
 
+    def _preview(self, pipeline: Any, latents: Any, current: int, total: int) -> None:
+        for control, first, count, every, size in self.previews:
+            if current % every == 0 and current < total and not control.should_stop():
+                # The final images come anyway: no preview of the last step.
+                sliced = latents[first : first + count]
+                control.take_preview(self.previewer.preview(pipeline, sliced, size, current, total))
+
     def passed(self, pipeline: Any, planned: int) -> None:
         """A pass of `pipeline` ended: later passes count on from its steps."""
         self.done += getattr(pipeline, "num_timesteps", None) or planned
 
     def stopped(self) -> bool:
-        """Whether nobody wants these images any more (every request checked)."""
+        """Whether the call should end now: nobody wants its images any more, or each request
+        that still does was interrupted (its images are then drawn from the latents so far)."""
         stops = [control.should_stop() for control in self.controls]
-        return all(stops)
+        if all(stops):
+            return True
+        wanted = [control for control, stop in zip(self.controls, stops, strict=True) if not stop]
+        if all(control.interrupted() for control in wanted):
+            self.cut_short = True
+            return True
+        return False

@@ -57,6 +57,7 @@ def build_settings(data: dict[str, Any]) -> Settings:
         "job_max_attempts",
         "max_batch_size",
         "batch_wait_ms",
+        "a1111_preview_every",
     )
     jobs_dir = data.pop("jobs_dir")
     serving = ServingSettings(

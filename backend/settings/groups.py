@@ -74,6 +74,9 @@ class ServingSettings:
     jobs_dir: Path | None  # where jobs are saved to outlive restarts; None (off): memory only
     max_batch_size: int  # images one pipeline call may serve; 1: no micro-batching
     batch_wait_ms: float  # how long a lone job waits for company
+    # Live previews every N steps for AUTOMATIC1111's txt2img/img2img (its clients cannot ask
+    # per request; /sdapi/v1/progress shows them); 0: none
+    a1111_preview_every: int = 0
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,9 @@ class SettingsSchema(Schema):
     batch_wait_ms = fields.Float(
         data_key="BATCH_WAIT_MS", load_default=0.0, validate=validate.Range(0, 10_000)
     )
+    a1111_preview_every = fields.Integer(
+        data_key="A1111_PREVIEW_EVERY", load_default=0, validate=validate.Range(0, 1000)
+    )
     api_keys = fields.String(data_key="API_KEYS", load_default=None)
     api_keys_file = fields.String(data_key="API_KEYS_FILE", load_default=None)
     rate_limit = fields.String(data_key="RATE_LIMIT", load_default=None, validate=check_rate_limit)

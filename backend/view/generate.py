@@ -23,6 +23,7 @@ from backend.view import loras as lora_rules
 from backend.view.fields import WholeNumber
 from backend.view.hires_fields import ExtrasMixin
 from backend.view.lora_tags import misplaced_tags
+from backend.view.preview_fields import preview_every_field, with_previews
 from backend.view.rules import (
     CLIP_SKIP_RANGE,
     MAX_GUIDANCE,
@@ -112,6 +113,7 @@ class GenerateRequestSchema(ExtrasMixin, GenerationSchema):
         },
     )
     loras = lora_rules.loras_field()
+    preview_every = preview_every_field()
     output_format = fields.String(
         allow_none=True,
         validate=validate.OneOf(OUTPUT_FORMATS),
@@ -191,6 +193,7 @@ class GenerateRequestSchema(ExtrasMixin, GenerationSchema):
             loras=lora_rules.choices(data.get("loras")),
         )
         request = self.with_extras(data, request)  # the hires fix and the refiner
+        request = with_previews(data, request)
         output = OutputOptions(
             format=data.get("output_format") or "png", quality=data.get("output_compression")
         )

@@ -63,6 +63,21 @@ class JobSchema(Schema):
         required=True,
         metadata={"description": "URLs of the images, once it succeeded."},
     )
+    preview_step = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The step of its latest live preview (preview_every), served by "
+            "GET /jobs/{id}/events; null before the first or without previews."
+        },
+    )
+    interrupted = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "Stopped early by POST /sdapi/v1/interrupt or /skip: its images "
+            "are what the steps so far drew."
+        },
+    )
 
 
 def dump_job(job: JobRecord, ttl_seconds: float) -> dict[str, Any]:
@@ -96,6 +111,8 @@ def dump_job(job: JobRecord, ttl_seconds: float) -> dict[str, Any]:
             "expires_at": expires,
             "error": str(job.error) if job.error is not None else None,
             "images": images,
+            "preview_step": job.preview_step,
+            "interrupted": job.interrupted,
         }
     )
 

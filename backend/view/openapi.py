@@ -40,6 +40,7 @@ from backend.view.openapi_a1111 import add_img2img_paths
 from backend.view.openapi_assets import add_asset_paths
 from backend.view.openapi_events import OPENAI_EVENTS, add_event_paths, event_stream_content
 from backend.view.openapi_images import add_image_paths
+from backend.view.openapi_progress import add_progress_paths
 
 GENERATE_PATHS = ("/image/generate", "/generate", "/generate-image")
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -303,6 +304,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
         spec.path(path=path, operations=_get(summary, schema, "automatic1111"))
     add_asset_paths(spec)
     add_img2img_paths(spec, context, _errors(*_GENERATE_ERRORS))
+    add_progress_paths(spec, _errors(400, 401, 503))
     generate_responses = {"200": generate_ok, **_errors(*_GENERATE_ERRORS)}
     openai_responses = {
         "200": {"description": "OpenAI's images response", **_json(OpenAIImagesResponseSchema)},

@@ -60,7 +60,7 @@ local function unfinished_out(id, model)
 end
 
 local function forget(id, reason)
-  redis.call('DEL', k('job', id), k('inline', id))
+  redis.call('DEL', k('job', id), k('inline', id), k('preview', id))
   redis.call('ZREM', k('finished'), id)
   redis.call('SET', k('gone', id), reason, 'PX', 10 * TTL)
 end
@@ -77,9 +77,11 @@ local function settle(id, status, result, err)
   redis.call('PEXPIRE', k('done', id), DONE_MS)
   if h[2] ~= '1' then
     redis.call('PEXPIRE', job, math.min(TTL, SYNC_KEEP))
+    redis.call('PEXPIRE', k('preview', id), math.min(TTL, SYNC_KEEP))
     return
   end
   redis.call('PEXPIRE', job, TTL)
+  redis.call('PEXPIRE', k('preview', id), TTL)  -- the latest preview lives as long as the job
   -- Written now, outliving the record by 10 x TTL: Redis drops the record itself.
   redis.call('SET', k('gone', id), TTL_REASON, 'PX', 11 * TTL)
   redis.call('ZADD', k('finished'), NOW, id)
