@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 
@@ -145,6 +146,25 @@ def test_events_follow_a_job_from_the_queue_to_its_images(api):
     assert done["status"] == "succeeded" and done["images"] == [f"/jobs/{job['id']}/images/0"]
     assert png_size(api.get(done["images"][0]).data) == (64, 64)
     assert api.get(f"/jobs/{blocker['id']}").get_json()["status"] == "succeeded"
+
+
+def test_previews_arrive_as_small_pngs_between_the_steps(api):
+    job = _submit(api, steps=8, preview_every=2)
+    events = named(_all(api, job["id"]))
+    previews = [event for event in events if event.event == "preview"]
+    assert previews, [event.event for event in events]
+    for event in previews:
+        data = event.data
+        assert data["step"] % 2 == 0 and data["step"] < data["total_steps"] == 8
+        prefix = "data:image/png;base64,"
+        assert data["image"].startswith(prefix)
+        size = png_size(base64.b64decode(data["image"].removeprefix(prefix)))
+        assert size == (data["width"], data["height"]) and max(size) <= 256
+    ids = [int(event.id) for event in events]
+    assert ids == sorted(ids) and events[-1].event == "succeeded"
+    # A job that did not ask for previews gets none.
+    plain = _submit(api, steps=8)
+    assert "preview" not in [event.event for event in named(_all(api, plain["id"]))]
 
 
 def test_last_event_id_resumes_with_only_newer_events(api):

@@ -83,12 +83,14 @@ def test_the_openai_client_streams_from_a_worker(api):
         n=2,
         stream=True,
         partial_images=1,
-        extra_body={"steps": 10, "seed": 8},
+        extra_body={"steps": 20, "seed": 8},
     )
     events = list(stream)
     completed = [event for event in events if event.type == "image_generation.completed"]
     assert len(completed) == 2
-    assert len([event for event in events if event.type.endswith("partial_image")]) <= 1
+    partials = [event for event in events if event.type == "image_generation.partial_image"]
+    assert len(partials) == 1  # at step 10 of 20: a grid of both images
+    assert png_size(base64.b64decode(partials[0].b64_json))
     images = [base64.b64decode(event.b64_json) for event in completed]
     assert [png_size(image) for image in images] == [(64, 64), (64, 64)]
     assert images[0] != images[1]
