@@ -92,24 +92,25 @@ def _all(client, job_id: str, **headers) -> list[Event]:
         response.close()
 
 
-def test_event_ids_grow_over_a_whole_life_even_a_crashed_run_queued_again():
+def test_event_ids_grow_over_a_whole_life_in_either_mode():
     request = GenerationRequest("x", "", 64, 64, 4, 5.0, seed=1)
     job = JobRecord("j", None, JobStatus.QUEUED, request, OutputOptions(), 0.0, None)
     states = [
         job.with_changes(queue_position=3),
         job.with_changes(queue_position=0),
+        job.with_changes(attempt=1, queue_position=0),  # celery: claimed, not yet begun
         job.with_changes(status=JobStatus.RUNNING, attempt=1),
         job.with_changes(status=JobStatus.RUNNING, attempt=1, step=1),
         job.with_changes(status=JobStatus.RUNNING, attempt=1, step=3),
-        job.with_changes(attempt=1, queue_position=2),  # the server died: queued again
-        job.with_changes(status=JobStatus.RUNNING, attempt=2, step=1),
+        job.with_changes(status=JobStatus.RUNNING, attempt=2, step=1),  # after a crash
         job.with_changes(status=JobStatus.SUCCEEDED, attempt=2, step=4),
     ]
     # Each state's newest event is newer than the last state's: a stream sends it.
     newest = [max(event.id for event in state_events(state)) for state in states]
     assert newest == sorted(newest) and len(set(newest)) == len(newest)
-    cancelled = state_events(job.with_changes(status=JobStatus.CANCELLED))
-    assert cancelled[0].final and cancelled[0].id > state_events(states[1])[0].id
+    for status in (JobStatus.CANCELLED, JobStatus.FAILED):
+        final = state_events(job.with_changes(status=status, attempt=1))[0]
+        assert final.final and final.id > newest[5]
     assert [parse_event_id(v) for v in ("12", " 7 ", "x", "", None, "²", "9" * 19)] == [
         12,
         7,

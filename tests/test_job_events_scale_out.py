@@ -4,6 +4,7 @@ process that loads no model, and a worker process running the demo model."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 
 import openai
@@ -32,7 +33,13 @@ def api(
     cluster = Cluster(settings, redis_server.url, tmp_path_factory.mktemp("events-cluster"))
     try:
         cluster.add_worker()
-        yield cluster.add_api().url
+        url = cluster.add_api().url
+        # Admission counts the worker's heartbeats: wait until the API sees it ready.
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/health", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the API never saw a ready worker"
+            time.sleep(0.1)
+        yield url
     finally:
         cluster.stop()
 
@@ -61,7 +68,7 @@ def test_events_from_a_worker_reach_the_client_in_order(api):
 
 
 def test_a_job_cancelled_on_a_worker_ends_its_stream(api):
-    job = requests.post(f"{api}/jobs", json={**JOB, "steps": 200}, timeout=10).json()
+    job = requests.post(f"{api}/jobs", json={**JOB, "steps": 100}, timeout=10).json()
     url = f"{api}/jobs/{job['id']}/events"
     names = []
     with requests.get(url, stream=True, timeout=60) as response:
@@ -72,7 +79,7 @@ def test_a_job_cancelled_on_a_worker_ends_its_stream(api):
             if event.event == "progress" and names.count("progress") == 1:
                 requests.delete(f"{api}/jobs/{job['id']}", timeout=10)
     assert names[-1] == "cancelled", names
-    assert wait_job(api, job["id"], {"cancelled"})["progress"]["step"] < 200
+    assert wait_job(api, job["id"], {"cancelled"})["progress"]["step"] < 100
 
 
 def test_the_openai_client_streams_from_a_worker(api):

@@ -21,10 +21,12 @@ from backend.model.service import GenerationService
 
 POLL_SECONDS = 0.2  # how often a stream reads the job's state: what a progress bar needs
 
-# An event id is round * ROUND + offset. A round is one run of the job (its attempt number),
-# its queue wait counting towards the run it waits for, so ids keep growing when a job whose
-# run was cut off by a crash queues again. Within a round: queue positions count down to
-# QUEUE_SPAN, then started, then two ids per step (progress, then that step's preview).
+# An event id is round * ROUND + offset, the round being the job's `attempt` (runs begun, or in
+# the scale-out mode claims made: a claimed job is still queued until its run begins). Within a
+# round: queue positions count down to QUEUE_SPAN, then started, then two ids per step
+# (progress, then that step's preview); the final event comes after every id of its round. A
+# run cut off by a crash is followed by a higher round's events (its queue wait in between,
+# lower than the cut-off run's steps, is not told to a client that saw them).
 ROUND = 10_000_000
 QUEUE_SPAN = 1_000_000
 STARTED = QUEUE_SPAN
@@ -77,7 +79,7 @@ class StreamTiming:
 
 def _queued_id(job: JobRecord) -> int:
     position = min(job.queue_position or 0, QUEUE_SPAN - 1)
-    return (job.attempt + 1) * ROUND + (QUEUE_SPAN - 1 - position)
+    return job.attempt * ROUND + (QUEUE_SPAN - 1 - position)
 
 
 def _run_round(job: JobRecord) -> int:
