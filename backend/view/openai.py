@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import (
@@ -20,10 +20,10 @@ from marshmallow import (
 from backend.model import schedulers
 from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
-from backend.view.fields import StrictBoolean, WholeNumber
+from backend.view.fields import WholeNumber
 from backend.view.generate import b64
 from backend.view.lora_tags import misplaced_tags
-from backend.view.openai_stream import MAX_PARTIAL_IMAGES, preview_every
+from backend.view.openai_stream import StreamFieldsSchema, streamed_request
 from backend.view.rules import (
     MAX_GUIDANCE,
     MIN_SIDE,
@@ -50,7 +50,7 @@ class OpenAIImageCommand:
     quality: str = "auto"
 
 
-class OpenAIImageRequestSchema(GenerationSchema):
+class OpenAIImageRequestSchema(GenerationSchema, StreamFieldsSchema):
     """`POST /v1/images/generations`: OpenAI's fields, plus this server's own knobs."""
 
     class Meta:
@@ -90,18 +90,6 @@ class OpenAIImageRequestSchema(GenerationSchema):
         validate=validate.OneOf(
             ["auto", "opaque"], error="Only opaque backgrounds are offered ('auto' or 'opaque')."
         ),
-    )
-    stream = StrictBoolean(
-        allow_none=True,
-        metadata={
-            "description": "Answer as Server-Sent Events: image_generation.partial_image "
-            "events, then image_generation.completed (one per image)."
-        },
-    )
-    partial_images = WholeNumber(
-        allow_none=True,
-        validate=between(0, MAX_PARTIAL_IMAGES),
-        metadata={"description": "With stream: live previews sent before the image (0-3)."},
     )
     user = fields.String(allow_none=True)
     # This server's knobs.
@@ -162,15 +150,9 @@ class OpenAIImageRequestSchema(GenerationSchema):
         output = OutputOptions(data.get("output_format") or "png", data.get("output_compression"))
         if not data.get("stream"):
             return OpenAIImageCommand(request, output)
-        partial_images = data.get("partial_images") or 0
-        every = preview_every(request.steps, partial_images)
-        return OpenAIImageCommand(
-            replace(request, preview_every=every),
-            output,
-            stream=True,
-            partial_images=partial_images,
-            quality=data.get("quality") or "auto",
-        )
+        request, partial_images = streamed_request(request, data)
+        quality = data.get("quality") or "auto"
+        return OpenAIImageCommand(request, output, True, partial_images, quality)
 
     def _model(self, data: dict[str, Any]) -> str | None:
         model = data.get("model")

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
+
+from marshmallow import Schema
 
 from backend.model.job_record import JobPreview
 from backend.model.types import EncodedImage, GenerationRequest
+from backend.view.fields import StrictBoolean, WholeNumber
 from backend.view.generate import b64
 from backend.view.job_events import sse
+from backend.view.rules import between
 
 MAX_PARTIAL_IMAGES = 3  # OpenAI's bound
 PARTIAL = "image_generation.partial_image"
@@ -22,6 +27,33 @@ _USAGE = {
     "output_tokens": 0,
     "total_tokens": 0,
 }
+
+
+class StreamFieldsSchema(Schema):
+    """OpenAI's streaming fields of `POST /v1/images/generations`."""
+
+    stream = StrictBoolean(
+        allow_none=True,
+        metadata={
+            "description": "Answer as Server-Sent Events: image_generation.partial_image "
+            "events, then image_generation.completed (one per image)."
+        },
+    )
+    partial_images = WholeNumber(
+        allow_none=True,
+        validate=between(0, MAX_PARTIAL_IMAGES),
+        metadata={"description": "With stream: live previews sent before the image (0-3)."},
+    )
+
+
+def streamed_request(
+    request: GenerationRequest, data: dict[str, Any]
+) -> tuple[GenerationRequest, int]:
+    """`request` with the previews a stream's `partial_images` asks for, and their number."""
+    partial_images = data.get("partial_images") or 0
+    return replace(request, preview_every=preview_every(request.steps, partial_images)), (
+        partial_images
+    )
 
 
 def preview_every(steps: int, partial_images: int) -> int:
