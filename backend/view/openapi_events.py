@@ -30,9 +30,21 @@ OPENAI_EVENTS = (
 )
 
 
+# One event as a client parses it (each field a line of the stream).
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "Ordered: resume with Last-Event-ID"},
+        "event": {"type": "string", "description": "The event's name"},
+        "data": {"type": "string", "description": "JSON, on one line"},
+        "retry": {"type": "integer", "description": "Milliseconds before reconnecting"},
+    },
+}
+
+
 def event_stream_content() -> dict[str, Any]:
-    """The response content of a Server-Sent Events answer."""
-    return {MEDIA_TYPE: {"schema": {"type": "string"}}}
+    """The response content of a Server-Sent Events answer: its events' fields."""
+    return {MEDIA_TYPE: {"schema": _EVENT}}
 
 
 def add_event_paths(spec: APISpec, errors: dict[str, Any]) -> None:
