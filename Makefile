@@ -94,6 +94,10 @@ bench-lora: install  ## RSS over 1,000 requests cycling through 10 LoRAs (flat i
 bench-tasks: install  ## memory of one model serving txt2img, img2img and inpaint; img2img/txt2img time
 	$(PY) -m bench.task_memory $(TASK_BENCH_ARGS)
 
+.PHONY: bench-previews
+bench-previews: install  ## what live previews cost: per preview (linear, tiny VAE), per request, and without
+	$(PY) -m bench.preview_cost $(PREVIEW_BENCH_ARGS)
+
 bench-lora-compile: install  ## graphs torch.compile builds while requests change LoRAs (COMPILE=unet, CPU)
 	$(PY) -m bench.lora_compile $(LORA_COMPILE_ARGS)
 

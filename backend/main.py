@@ -4,6 +4,9 @@ for a development server."""
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +22,7 @@ from backend.controller.json_input import StrictJSONProvider
 from backend.controller.request_id import init_request_ids
 from backend.controller.request_log import init_request_log
 from backend.controller.response_headers import init_response_headers
+from backend.controller.streams import init_listener_slots
 from backend.controller.uploads import init_upload_limits
 from backend.model.service import GenerationService
 
@@ -54,6 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     init_upload_limits(app, settings.assets.max_upload_length)
     register_error_handlers(app)
     register_blueprints(app)
+    init_listener_slots(app, settings.streams)
     _check_threads(settings)
     engine.start()
     return app
@@ -67,7 +72,24 @@ def _service(settings: Settings, registry: CollectorRegistry) -> GenerationServi
         return RemoteEngine(settings, registry)
     from backend.model.engine import Engine
 
-    return Engine(settings, registry)
+    engine = Engine(settings, registry)
+    _slow_steps_seam(engine)
+    return engine
+
+
+def _slow_steps_seam(engine: Any) -> None:
+    """Tests make runs of a real server long enough to watch or cancel (as the scale-out
+    worker's seam of the same name does)."""
+    seconds = float(os.environ.get("T2I_TEST_STEP_SECONDS", "0") or 0)
+    if not seconds:
+        return
+
+    def slow_down() -> None:  # the device workers exist once start-up has found the devices
+        engine.wait_until_loaded(600)
+        for worker in engine.workers:
+            worker.step_hook = lambda _step, _total: time.sleep(seconds)
+
+    threading.Thread(target=slow_down, name="test-seam", daemon=True).start()
 
 
 def _check_threads(settings: Settings) -> None:
@@ -77,15 +99,18 @@ def _check_threads(settings: Settings) -> None:
     devices = len(settings.devices) if settings.devices and "auto" not in settings.devices else 1
     serving = settings.serving
     waiting = devices * (serving.max_queue_size + serving.max_batch_size)
-    if settings.http_threads <= waiting:
-        # Each waiting synchronous request holds an HTTP thread: with none left over, probes
-        # and job polls would queue behind generations.
+    streams = settings.streams.max_listeners
+    if settings.http_threads <= waiting + streams:
+        # Each waiting synchronous request and each event stream holds an HTTP thread: with
+        # none left over, probes and job polls would queue behind them.
         log.warning(
             "HTTP_THREADS=%d leaves no thread for /health and polls when %d generations wait "
-            "(%d device(s) x (MAX_QUEUE_SIZE + MAX_BATCH_SIZE)); raise HTTP_THREADS",
+            "(%d device(s) x (MAX_QUEUE_SIZE + MAX_BATCH_SIZE)) and %d event streams are open "
+            "(SSE_MAX_LISTENERS); raise HTTP_THREADS",
             settings.http_threads,
             waiting,
             devices,
+            streams,
         )
 
 

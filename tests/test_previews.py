@@ -14,6 +14,7 @@ from PIL import Image
 
 from backend.model.demo import build_tiny_vae
 from backend.model.latent_preview import Previewer
+from backend.model.latent_rgb import fitted_factors
 from backend.model.types import GenerationRequest
 
 STEP_SECONDS = 0.15
@@ -59,11 +60,17 @@ def test_previews_every_n_steps(make_app):
     steps = [preview.step for preview in previews]
     assert steps and set(steps) <= {2, 4, 6}  # never the last step: the images come anyway
     assert record.preview_step == steps[-1]
+    assert engine.job_preview(record.id) is None  # let go of once the job ended
     last = previews[-1]
     image = Image.open(io.BytesIO(last.data))
     assert image.format == "PNG" and last.media_type == "image/png"
     assert image.size == (last.width, last.height) == (64, 64)
     assert last.total_steps == 8
+    # The demo's 8 latent channels have no published factors: fitted once on its own VAE.
+    vae = engine.pipeline().vae
+    weights, bias = fitted_factors(vae, 8)
+    assert weights.shape == (8, 3) and bias.shape == (3,)
+    assert fitted_factors(vae, 8)[0] is weights  # once per VAE
 
 
 def test_no_previews_unless_asked(make_app):
@@ -139,3 +146,42 @@ def test_preview_every_on_the_api(make_app):
     assert generated.status_code == 200
     document = client.get("/openapi.json").json
     assert "preview_every" in document["components"]["schemas"]["GenerateRequest"]["properties"]
+
+
+def test_a_failing_preview_never_fails_the_generation(make_app, tmp_path: Path):
+    # A tiny VAE folder that claims to be one but holds no usable weights: previews fall back to
+    # the projection, and the images come as always.
+    folder = tmp_path / "vaes" / "taesd"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"_class_name": "AutoencoderTiny"}')
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+    engine = slow(make_app(VAES_DIR=str(tmp_path / "vaes")), 0.05)
+    record, previews = follow(engine, engine.submit_job(request(preview_every=2)).id)
+    assert record.status.value == "succeeded" and previews
+
+    from backend.model.step_progress import Progress
+
+    class Broken:
+        def preview(self, *_: object) -> None:
+            raise RuntimeError("decoder trouble")
+
+    seen: list = []
+
+    class Control:
+        def progress(self, step: int, total: int) -> None: ...
+        def should_stop(self) -> bool:
+            return False
+
+        def interrupted(self) -> bool:
+            return False
+
+        def take_preview(self, preview: object) -> None:
+            seen.append(preview)
+
+    import torch
+
+    progress = Progress([Control()], lambda *_: None, [request(preview_every=1)], Broken())
+    callback = progress.callback(8)
+    for step in range(3):  # the first failure turns previews off for the call; steps go on
+        callback(None, step, None, {"latents": torch.zeros(1, 8, 8, 8)})
+    assert progress.previews == [] and progress.reached == 3 and seen == []

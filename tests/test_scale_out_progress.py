@@ -81,9 +81,10 @@ def test_previews_reach_redis_and_the_job(cluster: Cluster):
         assert engine.job(job_id, owner).preview_step is not None
         with pytest.raises(JobNotFoundError):
             engine.job_preview(job_id, KEY_B)  # another key's job is not there for it
+        assert finished(cluster, job_id)["preview_step"] in (2, 4, 6, 8)
+        assert engine.job_preview(job_id, owner) is None  # deleted from Redis once it ended
     finally:
         engine.stop()
-    assert finished(cluster, job_id)["preview_step"] in (2, 4, 6, 8)
     assert finished(cluster, submit(cluster, KEY_A, steps=2))["preview_step"] is None
 
 
@@ -103,9 +104,7 @@ def test_webuiapi_progress_and_interrupt(cluster: Cluster):
     out: dict = {}
 
     def run() -> None:
-        started = time.monotonic()
         out["result"] = a.txt2img(prompt="a red circle", width=64, height=64, steps=STEPS)
-        out["seconds"] = time.monotonic() - started
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -121,8 +120,8 @@ def test_webuiapi_progress_and_interrupt(cluster: Cluster):
     assert a.get_progress()["state"]["interrupted"] is False
     a.skip()
     thread.join(60)
-    assert out["seconds"] < STEPS * STEP_SECONDS * 0.8
     assert out["result"].image.size == (64, 64)
+    assert out["result"].info["interrupted"] is True and out["result"].info["steps_run"] < STEPS
 
 
 def test_an_interrupted_job_succeeds_with_its_images(cluster: Cluster):
@@ -143,4 +142,4 @@ def test_an_interrupted_job_succeeds_with_its_images(cluster: Cluster):
     assert job["status"] == "succeeded" and job["interrupted"] is True
     image = requests.get(f"{cluster.apis[0].url}{job['images'][0]}", headers=headers, timeout=10)
     assert Image.open(io.BytesIO(image.content)).size == (64, 64)
-    assert job["generation_seconds"] < STEPS * STEP_SECONDS * 0.8
+    assert 2 <= job["progress"]["step"] < STEPS  # where it stopped

@@ -102,7 +102,9 @@ def test_a_request_past_its_deadline_gets_504_and_the_run_is_stopped(make_app):
     elapsed = time.perf_counter() - started
     assert response.status_code == 504
     assert "deadline" in response.get_json()["error"]
-    assert elapsed < 1.5  # answered at the deadline, not when the run would have ended
+    # Answered at the deadline, not when the run would have ended (40 x 0.25 s = 10 s); the
+    # margin is for a loaded 2-core machine, where 1.5 s was once not enough.
+    assert elapsed < 5
     # The device stops at the next step boundary instead of running all 40 steps.
     deadline = time.monotonic() + 5
     while worker.running and time.monotonic() < deadline:

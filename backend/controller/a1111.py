@@ -34,6 +34,9 @@ def _run(command: A1111Command) -> Response:
         command = replace(command, request=request)
     results = [engine.generate(command.request, owner=request_owner())]
     for _ in range(command.n_iter - 1):
+        notes = results[-1].notes
+        if notes.get("interrupted") and not notes.get("skipped"):
+            break  # A1111's interrupt ends the request; its skip goes on with the next batch
         # The first call drew the seed if none was given; the next batches continue from it.
         follow_on = replace(command.request, seed=(results[-1].seeds[-1] + 1) % (MAX_SEED + 1))
         results.append(engine.generate(follow_on, owner=request_owner()))

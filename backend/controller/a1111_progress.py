@@ -20,13 +20,14 @@ def progress() -> Response:
 
 @blueprint.post("/interrupt")
 def interrupt() -> Response:
-    """Stop the caller's running generation at its next step; its images are kept."""
+    """Stop the caller's running generation at its next step (its images are kept), and the
+    rest of its batches."""
     get_engine().interrupt(request_owner())
     return jsonify({})
 
 
 @blueprint.post("/skip")
 def skip() -> Response:
-    """A1111's skip: here the same as interrupt (one generation is one pipeline call)."""
+    """A1111's skip: stop the batch drawing now; a request of several batches goes on."""
     get_engine().interrupt(request_owner(), skip=True)
     return jsonify({})

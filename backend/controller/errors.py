@@ -145,3 +145,10 @@ def _unexpected(error: Exception) -> Response:
         f"Internal server error. Quote request id {request_id} when reporting it.",
         {"request_id": request_id},
     )
+
+
+def model_error_status(error: ModelLayerError) -> int:
+    """The HTTP status a model-layer error answers with (for failures reported in a stream)."""
+    if isinstance(error, GenerationFailedError):
+        return 500
+    return next((code for kind, code in _STATUS.items() if isinstance(error, kind)), 503)

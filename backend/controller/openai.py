@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from backend.controller import get_engine, request_owner
 from backend.controller.form_body import load_upload
+from backend.controller.openai_stream import stream_images
 from backend.controller.request_body import load_generation
 from backend.model.errors import ModelNotFoundError
 from backend.view.openai import (
@@ -21,9 +22,12 @@ blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
 @blueprint.post("/images/generations")
 def generate_images() -> Response:
-    """OpenAI's `images.generate`: `{"created", "data": [{"b64_json"}]}`."""
+    """OpenAI's `images.generate`: `{"created", "data": [{"b64_json"}]}`; with `stream`,
+    Server-Sent Events (partial images, then the images)."""
     engine = get_engine()
     command = load_generation(OpenAIImageRequestSchema)
+    if command.stream:
+        return stream_images(command)
     result = engine.generate(command.request, command.output, request_owner())
     return jsonify(dump_images(result, command.output.format))
 

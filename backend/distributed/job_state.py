@@ -64,8 +64,7 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
         created_at=created,
         timeout=state.get("timeout"),
         attempt=int(state.get("attempt") or 0),
-        # Progress reaches Redis a few times a second: a success has done every step.
-        step=total if status is JobStatus.SUCCEEDED else int(state.get("step") or 0),
+        step=_step(state, status, total),
         total_steps=total,
         queue_position=state.get("position") if status is JobStatus.QUEUED else None,
         queue_seconds=max(0.0, queue_end - created),
@@ -80,6 +79,15 @@ def job_record(state: dict[str, Any], now: float | None = None) -> JobRecord:
         interrupted=bool(state.get("interrupted")),
         skipped=state.get("interrupted") == "skip",
     )
+
+
+def _step(state: dict[str, Any], status: JobStatus, total: int) -> int:
+    """The steps done: progress reaches Redis a few times a second, so a success has done every
+    step, unless it was interrupted (its result says where)."""
+    if status is not JobStatus.SUCCEEDED:
+        return int(state.get("step") or 0)
+    notes = (state.get("result") or {}).get("notes") or {}
+    return int(notes["steps_run"]) if notes.get("interrupted") else total
 
 
 def generation_result(state: dict[str, Any], images: list[EncodedImage]) -> GenerationResult:

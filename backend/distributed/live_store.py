@@ -1,8 +1,9 @@
 """The live side of the job store: previews, interrupts and a caller's current work in Redis.
 
 A worker writes each job's latest preview (fenced by its attempt, like progress) to
-P:preview:<id>, which lives and dies with the job. An API process marks a caller's running
-jobs `interrupted` in their records; their worker reads the mark in its next progress write.
+P:preview:<id>, deleted when the job ends (its images are there then). An API process marks a
+caller's running jobs `interrupted` in their records; their worker reads the mark in its next
+progress write.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ class RemoteLive:
         raise NotImplementedError  # RemoteEngine provides it
 
     def job_preview(self, job_id: str, owner: str | None = None) -> JobPreview | None:
-        """The latest live preview of a kept job (None before the first, or without previews)."""
+        """The latest live preview of a kept job while it runs (None before the first, without
+        previews, and once it ended)."""
         self._state(job_id, owner)  # JobNotFoundError for another key's job
         with redis_errors():
             return live_store.read_preview(self.store, job_id)

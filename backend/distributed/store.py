@@ -15,8 +15,8 @@ trip), and lease and heartbeat times come from Redis' TIME. Keys (P = settings.p
   P:gone:<id>     string: why a job is gone; expires 10 x ttl after it went
   P:done:<id>     list: pushed when a job ends or is deleted (wait's BLPOP); expires in 60 s
   P:inline:<id>   list: a sync job's images; expires in 60 s
-  P:preview:<id>  hash: the latest live preview (step, total, media_type, width, height, data);
-                  expires with the job (live_store.py)
+  P:preview:<id>  hash: the latest live preview (step, total, media_type, width, height, data)
+                  of an unfinished job; deleted when it ends (live_store.py)
   P:workers       zset: worker -> last heartbeat (ms, Redis time)
   P:worker:<wid>  hash: info (JSON), capacity, retry_after, models (JSON); expires 3 x beat
   P:reap_lock     string: the worker that runs due() now (SET NX PX)

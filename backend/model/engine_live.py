@@ -44,7 +44,8 @@ class EngineLive:
         return [job for job in jobs if job.alive and (owner is None or job.owner == owner)]
 
     def job_preview(self, job_id: str, owner: str | None = None) -> JobPreview | None:
-        """The latest live preview of a kept job (None before the first, or without previews)."""
+        """The latest live preview of a kept job while it runs (None before the first, without
+        previews, and once it ended)."""
         return self.jobs.get(job_id, owner).preview
 
     def current_work(self, owner: str | None = None) -> CurrentWork:

@@ -62,7 +62,10 @@ class Job:
         # Makes the final record (and images) durable; called before the final state is shown.
         self.persist: Callable[[Job, JobRecord, list[EncodedImage]], None] | None = None
         self.final_saved = False  # its final record is on disk: earlier states must not replace it
-        self.preview: JobPreview | None = None  # the latest live preview (preview_every)
+        # The latest live preview (preview_every) while it runs; let go of when it ends (a
+        # finished job has its images), its step kept for the record.
+        self.preview: JobPreview | None = None
+        self.preview_step: int | None = None
         self.interrupt_asked = False  # stop early, keep the images (A1111's interrupt, skip)
         self.skipped = False  # ... asked as A1111's skip
         self._lock = threading.Lock()
@@ -92,7 +95,7 @@ class Job:
             error=self.error,
             scheduler=result.scheduler if result else None,
             sampler=result.sampler if result else None,
-            preview_step=self.preview.step if self.preview is not None else None,
+            preview_step=self.preview_step,
             interrupted=self.interrupt_asked,
             skipped=self.skipped,
         )
@@ -113,6 +116,7 @@ class Job:
         job.final_saved = record.status.final
         job.error = record.error
         job.interrupt_asked, job.skipped = record.interrupted, record.skipped
+        job.preview_step = record.preview_step
         if record.status is JobStatus.SUCCEEDED:
             job.result = GenerationResult(
                 images=images,
@@ -167,7 +171,7 @@ class Job:
     def take_preview(self, preview: JobPreview) -> None:
         """Keep the latest live preview (the run-control interface)."""
         if self.alive:
-            self.preview = preview
+            self.preview, self.preview_step = preview, preview.step
 
     def interrupt(self, skip: bool = False) -> bool:
         """Ask a running job to stop at its next step and keep its images; False if it is not
@@ -238,6 +242,7 @@ class Job:
             self.persist(self, record, result.images if result is not None else [])
         with self._lock:
             self.raw, self.result, self.error = None, result, error
+            self.preview = None
             self.status, self.finished_at = status, finished_at
         self._drawn.set()
 

@@ -2,7 +2,7 @@
 
 The family's tiny VAE (an AutoencoderTiny folder named taesd, taesdxl, taesd3 or taef1 in
 VAES_DIR, else in MODELS_DIR) decodes them when present, loaded once per device and kept;
-otherwise a fixed linear projection (`latent_rgb.py`) does, at the latents' own resolution.
+otherwise a linear projection (`latent_rgb.py`) does, at the latents' own resolution.
 Only requests that ask for previews reach this module: the others cost nothing.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from backend.model.asset_files import read_json
 from backend.model.job_record import JobPreview
-from backend.model.latent_rgb import project, unpack
+from backend.model.latent_rgb import fitted_factors, project, unpack
 from backend.model.registry import TINY_VAE_FOLDERS
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class Previewer:
             rgb = self._decode(pipeline, latents)
             if rgb is None:
                 self.decoder = "linear"
-                rgb = project(latents, self.family)
+                fitted = fitted_factors(getattr(pipeline, "vae", None), latents.shape[1])
+                rgb = project(latents, self.family, fitted)
         return _png(rgb, size, step, total)
 
     def _decode(self, pipeline: Any, latents: Any) -> Any:
@@ -74,12 +75,30 @@ class Previewer:
         tiny = _load(self.folder, latents.device, latents.dtype)
         if tiny is None or tiny.config.latent_channels != latents.shape[1]:
             return None
+        latents = _fit(latents, tiny)
         scaled = latents / tiny.config.scaling_factor  # as the pipeline would decode with it
         shift = getattr(tiny.config, "shift_factor", None)
         if shift:
             scaled = scaled + shift
         images = tiny.decode(scaled.to(tiny.dtype), return_dict=False)[0]
         return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def _fit(latents: Any, tiny: Any) -> Any:
+    """Latents shrunk (averaged) so the tiny VAE draws at most MAX_SIDE pixels a side: the
+    decoder's cost grows with its output's pixels, and a preview shows no more anyway."""
+    import torch
+
+    config = tiny.config
+    scale = config.upsampling_scaling_factor ** (len(config.decoder_block_out_channels) - 1)
+    height, width = latents.shape[-2:]
+    factor = MAX_SIDE / (max(height, width) * scale)
+    if factor >= 1:
+        return latents
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return torch.nn.functional.interpolate(latents.float(), size=size, mode="area").to(
+        latents.dtype
+    )
 
 
 def _load(folder: Path, device: Any, dtype: Any) -> Any:

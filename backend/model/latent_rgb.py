@@ -2,14 +2,19 @@
 
 The factors are the ones other servers use (ComfyUI's `latent_rgb_factors`), fitted per latent
 space on real VAE decodes: RGB = latents . factors + bias, in [-1, 1]. Latents of a channel count
-no family has (the trained demo's 8) get a generic projection, stretched to the image's range.
-torch is imported by the caller; these functions take and return tensors.
+no family has (the trained demo's 8) get factors fitted here once per VAE, by least squares on a
+few small decodes of random latents; failing that, a generic projection stretched to the
+image's range. torch is imported by the caller; these functions take and return tensors.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import weakref
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _SD = (
     (0.3512, 0.2297, 0.3227),
@@ -88,19 +93,59 @@ def unpack(latents: Any, width: int, height: int) -> Any:
     return latents.reshape(batch, packed // 4, rows * 2, cols * 2)
 
 
-def project(latents: Any, family: str) -> Any:
-    """(B, C, H, W) latents as (B, 3, H, W) RGB in [0, 1], by the family's factors (a generic
-    projection when its channel count is not theirs)."""
+# VAE module -> its fitted (weights C x 3, bias 3) on the CPU, or None where fitting failed
+_fitted: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fitted_factors(vae: Any, channels: int) -> tuple[Any, Any] | None:
+    """Factors for `vae`'s latents, fitted once: least squares from 8 random 8x8 latents to
+    their decodes averaged down to one pixel per latent pixel. None where it cannot decode."""
+    if vae is None or getattr(vae.config, "latent_channels", None) != channels:
+        return None
+    if vae not in _fitted:
+        _fitted[vae] = _fit(vae, channels)
+    return _fitted[vae]
+
+
+def _fit(vae: Any, channels: int) -> tuple[Any, Any] | None:
+    import torch
+
+    try:
+        parameter = next(vae.parameters())
+        latents = torch.randn(8, channels, 8, 8, generator=torch.Generator().manual_seed(0))
+        scaled = latents / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", 0) or 0)
+        with torch.inference_mode():
+            decoded = vae.decode(scaled.to(parameter.device, parameter.dtype), return_dict=False)
+        pixels = decoded[0].float().cpu()
+        pixels = torch.nn.functional.adaptive_avg_pool2d(pixels, latents.shape[-2:])
+        inputs = latents.permute(0, 2, 3, 1).reshape(-1, channels)
+        inputs = torch.cat([inputs, torch.ones(len(inputs), 1)], dim=1)
+        targets = pixels.permute(0, 2, 3, 1).reshape(-1, 3)
+        solution = torch.linalg.lstsq(inputs, targets).solution
+    except Exception as error:  # an odd VAE: the generic projection will do
+        log.warning("no latent preview factors for this VAE (%s): generic previews", error)
+        return None
+    return solution[:channels], solution[channels]
+
+
+def project(latents: Any, family: str, fitted: tuple[Any, Any] | None = None) -> Any:
+    """(B, C, H, W) latents as (B, 3, H, W) RGB in [0, 1], by the family's factors, else by
+    `fitted` ones (`fitted_factors`), else a generic projection."""
     import torch
 
     latents = latents.float()
     channels = latents.shape[1]
     factors, bias = FACTORS.get(family, ((), None))
+    weights = None
     if len(factors) == channels:
-        weights = torch.tensor(factors, dtype=torch.float32, device=latents.device)
-        rgb = torch.einsum("bchw,cr->brhw", latents, weights)
+        weights = torch.tensor(factors, dtype=torch.float32)
+        bias = torch.tensor(bias) if bias is not None else None
+    elif fitted is not None:
+        weights, bias = fitted
+    if weights is not None:
+        rgb = torch.einsum("bchw,cr->brhw", latents, weights.to(latents.device))
         if bias is not None:
-            rgb = rgb + torch.tensor(bias, device=latents.device).view(1, 3, 1, 1)
+            rgb = rgb + bias.to(latents.device).view(1, 3, 1, 1)
         return ((rgb + 1) / 2).clamp(0, 1)
     # Any other latent space: channel c leans towards colour c % 3, and each image is stretched
     # to its own range (the scale of unknown latents is unknown too).

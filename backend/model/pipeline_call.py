@@ -115,8 +115,10 @@ def call_pipeline(
         progress = Progress(controls, on_step, requests, previewer)
         call = TaskCall(model, requests, texts, per_prompt, generators, progress, refiner)
         images = draw(call)
-    if progress.cut_short:
-        call.notes["interrupted"] = True
+    if progress.cut_short:  # the denoising steps that really ran, of every pass
+        call.notes.update(interrupted=True, steps_run=progress.reached)
+        if progress.skipped:
+            call.notes["skipped"] = True
     if choice is None:
         base = model.base_scheduler
         choice = schedulers.describe(type(base).__name__, base.config, model.family)

@@ -139,7 +139,8 @@ class GenerationService(Protocol):
 
     def interrupt(self, owner: str | None = None, skip: bool = False) -> int:
         """Stop the caller's running generations early, keeping the images their steps made
-        (`skip`: AUTOMATIC1111's skip, reported as such); returns how many were stopped."""
+        (`skip`: AUTOMATIC1111's skip, reported as such: `notes["skipped"]`); returns how many
+        were stopped."""
 
     def switch_default(self, name: str) -> ModelSpec:
         """Serve `name` to requests that name no model; NotImplementedError where it cannot."""

@@ -8,6 +8,7 @@ when nobody wants its images any more, or every request in it was interrupted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,8 @@ from backend.model.run_control import RunControl
 from backend.model.types import GenerationRequest
 
 StepHook = Callable[[int, int], None]  # (step just finished, total steps)
+
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -31,6 +34,8 @@ class Progress:
         self.on_step = on_step
         self.done = 0  # steps of the passes already run
         self.cut_short = False  # an interrupt ended a pass early: later passes are skipped
+        self.skipped = False  # ... and it was AUTOMATIC1111's skip, for each request it stopped
+        self.reached = 0  # the last step reported, on the call's one scale
         self.previewer = previewer
         # (control, first image, images, every, size) of the requests that want previews only:
         # a call without any pays one empty loop per step.
@@ -58,6 +63,7 @@ class Progress:
             # diffusers' own count: img2img's strength and the refiner's switch shorten it.
             steps = getattr(pipeline, "num_timesteps", None) or planned
             current, total = self.done + step + 1, self.done + steps + later
+            self.reached = current
             if self.previews and kwargs.get("latents") is not None:
                 self._preview(pipeline, kwargs["latents"], current, total)
             self.on_step(current, total)
@@ -76,7 +82,13 @@ class Progress:
             if current % every == 0 and current < total and not control.should_stop():
                 # The final images come anyway: no preview of the last step.
                 sliced = latents[first : first + count]
-                control.take_preview(self.previewer.preview(pipeline, sliced, size, current, total))
+                try:
+                    preview = self.previewer.preview(pipeline, sliced, size, current, total)
+                except Exception:  # a preview is never worth the images: no more of them
+                    log.exception("live preview failed; this call goes on without previews")
+                    self.previews = []
+                    return
+                control.take_preview(preview)
 
     def passed(self, pipeline: Any, planned: int) -> None:
         """A pass of `pipeline` ended: later passes count on from its steps."""
@@ -91,5 +103,6 @@ class Progress:
         wanted = [control for control, stop in zip(self.controls, stops, strict=True) if not stop]
         if all(control.interrupted() for control in wanted):
             self.cut_short = True
+            self.skipped = all(getattr(control, "skipped", False) for control in wanted)
             return True
         return False

@@ -13,6 +13,7 @@ from backend.settings.groups import (
     ServingSettings,
     Settings,
     SpeedSettings,
+    StreamSettings,
 )
 from backend.settings.paths import resolve_path
 from backend.settings.values import api_keys, components, split
@@ -88,6 +89,12 @@ def build_settings(data: dict[str, Any]) -> Settings:
         refiner_model=data.pop("refiner_model") or None,
         max_upload_length=data.pop("max_upload_length"),
     )
+    streams = StreamSettings(
+        max_listeners=data.pop("sse_max_listeners"),
+        max_per_job=data.pop("sse_max_per_job"),
+        max_seconds=data.pop("sse_max_seconds"),
+        heartbeat_seconds=data.pop("sse_heartbeat_seconds"),
+    )
     data["log_level"] = data["log_level"].lower()
     devices = data.pop("devices")
     return Settings(
@@ -100,5 +107,6 @@ def build_settings(data: dict[str, Any]) -> Settings:
         serving=serving,
         access=access,
         scale_out=scale_out,
+        streams=streams,
         **data,
     )

@@ -103,6 +103,17 @@ class ScaleOutSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """Server-Sent Events streams (GET /jobs/<id>/events, OpenAI streaming): each holds an HTTP
+    thread while open, so they are bounded (docs/progress.md)."""
+
+    max_listeners: int  # streams open at once in this process; beyond: 503
+    max_per_job: int  # streams open at once on one job; beyond: 503
+    max_seconds: float  # a stream ends after this long; the client reconnects (Last-Event-ID)
+    heartbeat_seconds: float  # a comment line this often when nothing else was sent
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the server, typed and validated."""
 
@@ -131,3 +142,4 @@ class Settings:
     serving: ServingSettings
     access: AccessSettings
     scale_out: ScaleOutSettings
+    streams: StreamSettings

@@ -203,6 +203,18 @@ class SettingsSchema(Schema):
     heartbeat_seconds = fields.Float(
         data_key="HEARTBEAT_SECONDS", load_default=2.0, validate=validate.Range(0.1, 600)
     )
+    sse_max_listeners = fields.Integer(
+        data_key="SSE_MAX_LISTENERS", load_default=8, validate=validate.Range(0, 10_000)
+    )
+    sse_max_per_job = fields.Integer(
+        data_key="SSE_MAX_PER_JOB", load_default=4, validate=validate.Range(1, 10_000)
+    )
+    sse_max_seconds = fields.Float(
+        data_key="SSE_MAX_SECONDS", load_default=300.0, validate=validate.Range(1, 86_400)
+    )
+    sse_heartbeat_seconds = fields.Float(
+        data_key="SSE_HEARTBEAT_SECONDS", load_default=15.0, validate=validate.Range(0.1, 3600)
+    )
 
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Settings:

@@ -72,9 +72,9 @@ def dump_images(command: A1111Command, results: list[GenerationResult]) -> dict[
         "infotexts": [_infotext(request, seed, first, command.extra) for seed in seeds],
         "extra_generation_params": command.extra,
     }
-    # How the model layer drew it: the steps that ran, and how it inpainted (a dedicated
-    # inpainting UNet or mask blending on the base model).
-    for key in ("steps_run", "inpaint_mode"):
+    # How the model layer drew it: the steps that ran, how it inpainted (a dedicated
+    # inpainting UNet or mask blending on the base model), and whether it was interrupted.
+    for key in ("steps_run", "inpaint_mode", "interrupted"):
         if key in first.notes:
             info[key] = first.notes[key]
     images = [b64(image.data) for result in results for image in result.images]

@@ -20,9 +20,10 @@ from marshmallow import (
 from backend.model import schedulers
 from backend.model.service import ModelInfo
 from backend.model.types import GenerationRequest, GenerationResult, OutputOptions
-from backend.view.fields import StrictBoolean, WholeNumber
+from backend.view.fields import WholeNumber
 from backend.view.generate import b64
 from backend.view.lora_tags import misplaced_tags
+from backend.view.openai_stream import StreamFieldsSchema, streamed_request
 from backend.view.rules import (
     MAX_GUIDANCE,
     MIN_SIDE,
@@ -44,9 +45,12 @@ class OpenAIImageCommand:
 
     request: GenerationRequest
     output: OutputOptions
+    stream: bool = False  # answer as Server-Sent Events (openai_stream.py)
+    partial_images: int = 0
+    quality: str = "auto"
 
 
-class OpenAIImageRequestSchema(GenerationSchema):
+class OpenAIImageRequestSchema(GenerationSchema, StreamFieldsSchema):
     """`POST /v1/images/generations`: OpenAI's fields, plus this server's own knobs."""
 
     class Meta:
@@ -86,10 +90,6 @@ class OpenAIImageRequestSchema(GenerationSchema):
         validate=validate.OneOf(
             ["auto", "opaque"], error="Only opaque backgrounds are offered ('auto' or 'opaque')."
         ),
-    )
-    stream = StrictBoolean(
-        allow_none=True,
-        validate=validate.Equal(False, error="Streaming is not offered; leave stream false."),
     )
     user = fields.String(allow_none=True)
     # This server's knobs.
@@ -148,7 +148,11 @@ class OpenAIImageRequestSchema(GenerationSchema):
             scheduler=data.get("scheduler"),
         )
         output = OutputOptions(data.get("output_format") or "png", data.get("output_compression"))
-        return OpenAIImageCommand(request, output)
+        if not data.get("stream"):
+            return OpenAIImageCommand(request, output)
+        request, partial_images = streamed_request(request, data)
+        quality = data.get("quality") or "auto"
+        return OpenAIImageCommand(request, output, True, partial_images, quality)
 
     def _model(self, data: dict[str, Any]) -> str | None:
         model = data.get("model")

@@ -38,6 +38,7 @@ from backend.view.openai import (
 )
 from backend.view.openapi_a1111 import add_img2img_paths
 from backend.view.openapi_assets import add_asset_paths
+from backend.view.openapi_events import OPENAI_EVENTS, add_event_paths, event_stream_content
 from backend.view.openapi_images import add_image_paths
 from backend.view.openapi_progress import add_progress_paths
 
@@ -237,6 +238,7 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
     )
     spec.path(path="/loras", operations=_get("LoRAs in LORAS_DIR", LoraListSchema, "models"))
     job_responses = _add_jobs(spec, generate_ok["content"])
+    add_event_paths(spec, _errors(401, 404, 410, 503))
     text = {"text/plain": {"schema": {"type": "string"}}}
     metrics = {"description": "Prometheus text format", "content": text}
     spec.path(
@@ -254,8 +256,11 @@ def build_spec(limits: Limits, catalog: ModelCatalog, version: str) -> dict[str,
             "OpenAIImageRequest",
             {
                 "200": {
-                    "description": "OpenAI's images response",
-                    **_json(OpenAIImagesResponseSchema),
+                    "description": f"OpenAI's images response. {OPENAI_EVENTS}",
+                    "content": {
+                        **_json(OpenAIImagesResponseSchema)["content"],
+                        **event_stream_content(),
+                    },
                 },
                 **_errors(*_GENERATE_ERRORS, **openai_errors),
             },

@@ -35,7 +35,7 @@ def add_progress_paths(spec: APISpec, errors: dict[str, Any]) -> None:
     empty = {"description": "Done", "content": {"application/json": {"schema": {"type": "object"}}}}
     for path, summary in (
         ("/sdapi/v1/interrupt", "Stop the caller's running generation; its images are kept"),
-        ("/sdapi/v1/skip", "AUTOMATIC1111's skip: the same as interrupt here"),
+        ("/sdapi/v1/skip", "Stop the batch drawing now; later batches (n_iter) still run"),
     ):
         operation = {"summary": summary, "tags": _TAG, "responses": {"200": empty, **errors}}
         spec.path(path=path, operations={"post": operation})

@@ -73,15 +73,14 @@ local function settle(id, status, result, err)
   local h = redis.call('HMGET', job, 'model', 'keep')
   unfinished_out(id, h[1])
   redis.call('HSET', job, 'status', status, 'finished_at', WALL, 'result', result, 'error', err)
+  redis.call('DEL', k('preview', id))  -- a finished job has its images: previews are done
   redis.call('RPUSH', k('done', id), status)
   redis.call('PEXPIRE', k('done', id), DONE_MS)
   if h[2] ~= '1' then
     redis.call('PEXPIRE', job, math.min(TTL, SYNC_KEEP))
-    redis.call('PEXPIRE', k('preview', id), math.min(TTL, SYNC_KEEP))
     return
   end
   redis.call('PEXPIRE', job, TTL)
-  redis.call('PEXPIRE', k('preview', id), TTL)  -- the latest preview lives as long as the job
   -- Written now, outliving the record by 10 x TTL: Redis drops the record itself.
   redis.call('SET', k('gone', id), TTL_REASON, 'PX', 11 * TTL)
   redis.call('ZADD', k('finished'), NOW, id)

@@ -1,5 +1,5 @@
 -- A: id, worker, attempt, step, total, media_type, width, height, data. Reply: 1 if written,
--- 0 if no longer ours or final. The preview key lives as long as the job does (settle, forget).
+-- 0 if no longer ours or final. settle and forget delete the preview key.
 local id = A[1]
 local h = redis.call('HMGET', k('job', id), 'status', 'attempt', 'worker')
 if not ours(h, A[2], A[3]) then return 0 end
