@@ -202,8 +202,18 @@ def test_max_steps_bounds_the_models_default_steps_too(make_app):
     assert response.get_json()["parameters"]["steps"] == 2
 
 
-@pytest.mark.parametrize("path", ["/jobs//image", "//health", "/v1//models", "/sdapi/v1//samplers"])
+@pytest.mark.parametrize(
+    "path", ["/jobs//image", "/v1//models", "/sdapi/v1//samplers", "/static//page.css"]
+)
 def test_doubled_slashes_are_json_404s_not_html_redirects(client, path):
-    response = client.get(path)
+    # As a server hands the path over (the test client would read "//x" as a host).
+    response = client.get("/", environ_overrides={"PATH_INFO": path})
     assert response.status_code == 404
+    assert response.mimetype == "application/json"
+
+
+def test_leading_doubled_slashes_read_as_one(client):
+    # werkzeug reads a path's leading slashes as one: `GET //health` is /health, not a redirect.
+    response = client.get("/", environ_overrides={"PATH_INFO": "//health"})
+    assert response.status_code == 200
     assert response.mimetype == "application/json"
