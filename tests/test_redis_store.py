@@ -104,14 +104,17 @@ def test_admission_refuses_without_workers_and_when_full_in_one_round_trip(redis
     client.close()
 
 
-def test_capacity_follows_heartbeats_and_drops_a_worker_whose_beat_expired(store):
+def test_capacity_follows_heartbeats_and_drops_a_worker_whose_beat_expired(redis_client):  # noqa: F811
+    # Beats of 1 s (live for 3 s): a loaded machine may pause the test for a second and the
+    # live workers still read as live. Sleeps only ever run long, which only expires w1 more.
+    store = JobStore(redis_client, settings(heartbeat_seconds=1.0))
     store.heartbeat("w1", WORKER)
     store.heartbeat("w2", {**WORKER, "capacity": 5})
     assert store.admit(record()).capacity == 7
     assert sorted(w["id"] for w in store.workers()) == ["w1", "w2"]
-    time.sleep(2 * BEAT)
+    time.sleep(1.6)
     store.heartbeat("w2", {**WORKER, "capacity": 5})  # w1 misses its beats
-    time.sleep(2 * BEAT)
+    time.sleep(1.6)  # w1's beat is over 3 s old, w2's 1.6 s
     assert [w["id"] for w in store.workers()] == ["w2"]
     assert store.workers()[0]["capacity"] == 5
     assert store.admit(record()).capacity == 5
