@@ -6,11 +6,13 @@ with one torch thread each unless the settings say otherwise, so two fit on a 2-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -99,6 +101,14 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"API not up within {START_TIMEOUT}s:\n{api.log()}")
 
+    def wait_ready(self, api: Server, timeout: float = START_TIMEOUT) -> None:
+        """Until `api` sees every worker ready: admission counts the workers' heartbeats, so
+        a request sent before then may be refused."""
+        deadline = time.monotonic() + timeout
+        while requests.get(f"{api.url}/health", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, f"the API never saw a ready worker:\n{api.log()}"
+            time.sleep(0.1)
+
     def live_workers(self) -> list[Worker]:
         """Workers whose process still runs."""
         return [worker for worker in self.workers if worker.process.poll() is None]
@@ -125,6 +135,18 @@ class Cluster:
             if server.process.poll() is None:
                 server.stop()
         self.redis.close()
+
+
+@contextlib.contextmanager
+def one_of_each(settings: dict[str, object], redis_url: str, folder: Path) -> Iterator[Cluster]:
+    """A cluster of one worker and one API process, ready to serve; stopped on the way out."""
+    cluster = Cluster(settings, redis_url, folder)
+    try:
+        cluster.add_worker()
+        cluster.wait_ready(cluster.add_api())
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def wait_job(api: str, job_id: str, statuses: set[str], timeout: float = 60.0) -> dict:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 
 import pytest
-import requests
 import webuiapi
 from PIL import Image
 
-from bench.cluster import Cluster
+from bench.cluster import one_of_each
 from tests.helpers import png_size
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
@@ -376,22 +374,9 @@ def test_webuiapi_lists_the_upscalers(api):
 
 @pytest.fixture(scope="module")
 def cluster_api(base_settings, redis_server, tmp_path_factory):  # noqa: F811
-    cluster = Cluster(
-        {**base_settings, "MAX_BATCH_SIZE": 1}, redis_server.url, tmp_path_factory.mktemp("c")
-    )
-    try:
-        cluster.add_worker()
-        api = cluster.add_api()
-        # Admission counts the workers' heartbeats: wait until the worker offers places.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            health = requests.get(f"{api.url}/health", timeout=10).json()
-            if [device["status"] for device in health.get("devices", [])] == ["healthy"]:
-                break
-            time.sleep(0.2)
-        yield webuiapi.WebUIApi(baseurl=f"{api.url}/sdapi/v1", steps=3)
-    finally:
-        cluster.stop()
+    settings = {**base_settings, "MAX_BATCH_SIZE": 1}
+    with one_of_each(settings, redis_server.url, tmp_path_factory.mktemp("c")) as cluster:
+        yield webuiapi.WebUIApi(baseurl=f"{cluster.apis[0].url}/sdapi/v1", steps=3)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ process that loads no model, and a worker process running the demo model."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 
 import openai
@@ -13,7 +12,7 @@ import requests
 from helpers import png_size
 from sse_client import Event, named, read_events
 
-from bench.cluster import Cluster, wait_job
+from bench.cluster import one_of_each, wait_job
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
@@ -30,18 +29,8 @@ def api(
 ) -> Iterator[str]:
     """One worker and one API; the API's URL."""
     settings = {**base_settings, "MAX_BATCH_SIZE": 1, "T2I_TEST_STEP_SECONDS": STEP_SECONDS}
-    cluster = Cluster(settings, redis_server.url, tmp_path_factory.mktemp("events-cluster"))
-    try:
-        cluster.add_worker()
-        url = cluster.add_api().url
-        # Admission counts the worker's heartbeats: wait until the API sees it ready.
-        deadline = time.monotonic() + 60
-        while requests.get(f"{url}/health", timeout=10).status_code != 200:
-            assert time.monotonic() < deadline, "the API never saw a ready worker"
-            time.sleep(0.1)
-        yield url
-    finally:
-        cluster.stop()
+    with one_of_each(settings, redis_server.url, tmp_path_factory.mktemp("events")) as cluster:
+        yield cluster.apis[0].url
 
 
 def _events(api: str, job_id: str, **headers: str) -> list[Event]:

@@ -17,7 +17,7 @@ from helpers import png_size
 from PIL import Image
 
 from backend.model.types import GenerationRequest, ImageInput
-from bench.cluster import Cluster
+from bench.cluster import Cluster, one_of_each
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
@@ -40,18 +40,9 @@ def cluster(
     redis_server,  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
-    cluster = Cluster(base_settings, redis_server.url, tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster.add_worker()
-        api = cluster.add_api()
-        # Admission counts the workers' heartbeats: wait until the API process sees one ready.
-        deadline = time.monotonic() + 60
-        while requests.get(f"{api.url}/health", timeout=10).status_code != 200:
-            assert time.monotonic() < deadline, "the API never saw the worker ready"
-            time.sleep(0.1)
+    folder = tmp_path_factory.mktemp("cluster")
+    with one_of_each(base_settings, redis_server.url, folder) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_multipart_edit_with_a_mask(cluster: Cluster):

@@ -20,7 +20,7 @@ from backend.config import load_settings
 from backend.controller.access import KeyRing
 from backend.distributed.remote_engine import RemoteEngine
 from backend.model.errors import JobNotFoundError
-from bench.cluster import Cluster
+from bench.cluster import Cluster, one_of_each
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
@@ -43,14 +43,8 @@ def cluster(
         "API_KEYS": f"{KEY_A},{KEY_B}",
         "HEARTBEAT_SECONDS": 0.3,
     }
-    cluster = Cluster(settings, redis_server.url, tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster.add_worker()
-        api = cluster.add_api()
-        wait_for(lambda: requests.get(f"{api.url}/health", timeout=10).status_code == 200)
+    with one_of_each(settings, redis_server.url, tmp_path_factory.mktemp("cluster")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def client(cluster: Cluster, key: str) -> webuiapi.WebUIApi:
